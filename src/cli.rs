@@ -1,0 +1,619 @@
+//! The admin command line: `brand-idp serve | migrate | check-config | client | consumer | keys`.
+//!
+//! Every command takes `--json`. A failure prints one sentence on stderr (a JSON object
+//! with `--json`) and exits with status 1; usage errors exit with status 2.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::consumers::{self, ConsumerError, Hasher, Password};
+use crate::keys;
+use crate::oidc::clients::{self as client_rules, Registration};
+use crate::store::{AuthMethod, Profile, Store, StoreError};
+
+#[derive(Parser, Debug)]
+#[command(name = "brand-idp", version, about = "OpenID Connect identity provider for LiveEngage brands")]
+pub struct Cli {
+    /// TOML configuration file (also BRAND_IDP_CONFIG).
+    #[arg(long, global = true, env = "BRAND_IDP_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, secrets redacted.
+    CheckConfig,
+    /// Print a new random secret key for BRAND_IDP_SECRET_KEY.
+    GenSecretKey,
+    /// Manage relying parties.
+    #[command(subcommand)]
+    Client(ClientCmd),
+    /// Manage consumers (the people who log in).
+    #[command(subcommand)]
+    Consumer(ConsumerCmd),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCmd {
+    /// Register a client; a strong secret is generated and printed once unless given.
+    Create(ClientCreate),
+    List,
+    Show { client_id: String },
+    Delete { client_id: String },
+    /// Replace the secret with a new generated one, printed once.
+    RotateSecret { client_id: String },
+}
+
+#[derive(Args, Debug)]
+struct ClientCreate {
+    #[arg(long)]
+    client_id: String,
+    /// Use this secret (at least 32 characters) instead of a generated one.
+    #[arg(long, conflicts_with_all = ["public", "client_secret_stdin"])]
+    client_secret: Option<String>,
+    /// Read the secret from standard input.
+    #[arg(long, conflicts_with = "public")]
+    client_secret_stdin: bool,
+    /// A public client (mobile app, single-page app): no secret, PKCE required.
+    #[arg(long)]
+    public: bool,
+    /// Registered redirect URI (repeat for several).
+    #[arg(long = "redirect-uri", required = true)]
+    redirect_uris: Vec<String>,
+    /// Allowed response type: code, id_token or "id_token token" (repeat; default code).
+    #[arg(long = "response-type")]
+    response_types: Vec<String>,
+    /// Registered post-logout redirect URI (repeat for several).
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
+    /// How a confidential client authenticates at the token endpoint.
+    #[arg(long, value_enum, default_value = "client-secret-basic")]
+    auth_method: CliAuthMethod,
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum CliAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConsumerCmd {
+    Create(ConsumerCreate),
+    List,
+    Show { username: String },
+    SetPassword {
+        username: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    Disable { username: String },
+    Enable { username: String },
+    Delete { username: String },
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct PasswordSource {
+    /// Read the password from standard input (one line).
+    #[arg(long)]
+    password_stdin: bool,
+    /// Read the password from a file (first line).
+    #[arg(long, value_name = "PATH")]
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ConsumerCreate {
+    #[arg(long)]
+    username: String,
+    #[command(flatten)]
+    password: PasswordSource,
+    #[arg(long)]
+    email: Option<String>,
+    /// Mark the email address as verified.
+    #[arg(long)]
+    email_verified: bool,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    given_name: Option<String>,
+    #[arg(long)]
+    family_name: Option<String>,
+    #[arg(long)]
+    preferred_username: Option<String>,
+    #[arg(long)]
+    phone_number: Option<String>,
+    #[arg(long)]
+    gender: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    List,
+    /// Create a new signing key.
+    Rotate {
+        /// Publish the key now and start signing with it after this many seconds (0: at once).
+        #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+        activate_after: u32,
+    },
+    /// Print a public key (default: the active one).
+    PublicKey {
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long, value_enum, default_value = "spki-base64")]
+        format: KeyFormat,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum KeyFormat {
+    /// One line: base64 of the DER SubjectPublicKeyInfo (LiveEngage's "JWT Public Key").
+    SpkiBase64,
+    Pem,
+    Jwk,
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let json_out = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = error_sentence(&e);
+            if json_out {
+                eprintln!("{}", json!({"error": msg}));
+            } else {
+                eprintln!("error: {msg}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn error_sentence(e: &anyhow::Error) -> String {
+    // The outermost context already says what failed; internal chains stay out of it.
+    let s = e.to_string();
+    let mut s = s.trim_end_matches('.').to_string();
+    s.push('.');
+    s
+}
+
+fn print(json_out: bool, value: &Value, text: impl FnOnce() -> String) {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
+    } else {
+        let t = text();
+        if !t.is_empty() {
+            println!("{t}");
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let j = cli.json;
+    match cli.command {
+        Command::Serve => {
+            crate::telemetry::init(settings.log_format, &settings.log_level);
+            crate::serve(settings).await
+        }
+        other => {
+            // Commands other than `serve` keep stderr quiet unless something is wrong.
+            crate::telemetry::init(settings.log_format, "warn");
+            run_admin(other, settings, j).await
+        }
+    }
+}
+
+async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    match cmd {
+        Command::Serve => unreachable!("handled by run"),
+        Command::CheckConfig => {
+            let pairs = settings.redacted();
+            let obj: serde_json::Map<String, Value> =
+                pairs.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
+            print(j, &Value::Object(obj), || {
+                let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+                pairs.iter().map(|(k, v)| format!("{k:width$}  {v}")).collect::<Vec<_>>().join("\n")
+            });
+            Ok(())
+        }
+        Command::GenSecretKey => {
+            let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::crypto::random_bytes::<32>());
+            print(j, &json!({"secret_key": key}), || key.clone());
+            Ok(())
+        }
+        Command::Migrate => {
+            let store = Store::connect(&settings).await.map_err(|e| db_error(&settings, &e))?;
+            let applied = store
+                .migrate()
+                .await
+                .map_err(|e| anyhow!("cannot migrate the database: {}", crate::describe_store_error(&e)))?;
+            print(j, &json!({"applied": applied, "backend": store.backend_name()}), || {
+                if applied.is_empty() {
+                    "The database schema is up to date.".into()
+                } else {
+                    format!("Applied migrations {applied:?}.")
+                }
+            });
+            Ok(())
+        }
+        Command::Client(c) => {
+            let secrets = crate::resolve_secret_key(&settings)?;
+            let store = crate::open_store(&settings).await?;
+            client_cmd(c, &store, &secrets, j, now).await
+        }
+        Command::Consumer(c) => {
+            let store = crate::open_store(&settings).await?;
+            consumer_cmd(c, &store, &settings, j, now).await
+        }
+        Command::Keys(k) => {
+            let secrets = crate::resolve_secret_key(&settings)?;
+            let store = crate::open_store(&settings).await?;
+            keys_cmd(k, &store, &secrets, &settings, j, now).await
+        }
+    }
+}
+
+fn db_error(settings: &Settings, e: &StoreError) -> anyhow::Error {
+    let target = match &settings.database_url {
+        Some(u) => crate::config::redact_url(u.expose()),
+        None => settings.sqlite_path().display().to_string(),
+    };
+    anyhow!("cannot open the database {target}: {}", crate::describe_store_error(e))
+}
+
+fn store_err(e: StoreError) -> anyhow::Error {
+    anyhow!("database operation failed: {}", crate::describe_store_error(&e))
+}
+
+fn client_json(c: &crate::store::Client) -> Value {
+    serde_json::to_value(c).expect("JSON")
+}
+
+fn client_text(c: &crate::store::Client) -> String {
+    let mut out = format!("client_id:      {}\n", c.client_id);
+    if let Some(n) = &c.name {
+        out += &format!("name:           {n}\n");
+    }
+    out += &format!("auth_method:    {}\n", c.auth_method.as_str());
+    out += &format!("response_types: {}\n", c.response_types.join(", "));
+    for u in &c.redirect_uris {
+        out += &format!("redirect_uri:   {u}\n");
+    }
+    for u in &c.post_logout_redirect_uris {
+        out += &format!("post_logout:    {u}\n");
+    }
+    out.trim_end().to_string()
+}
+
+async fn client_cmd(cmd: ClientCmd, store: &Store, secrets: &crate::crypto::SecretKeys, j: bool, now: i64) -> anyhow::Result<()> {
+    match cmd {
+        ClientCmd::Create(a) => {
+            let secret = if a.client_secret_stdin { Some(read_line_stdin("client secret")?) } else { a.client_secret };
+            let (mut new, secret) = client_rules::register(Registration {
+                client_id: a.client_id,
+                secret,
+                public: a.public,
+                name: a.name,
+                redirect_uris: a.redirect_uris,
+                post_logout_redirect_uris: a.post_logout_redirect_uris,
+                response_types: a.response_types,
+                auth_method: Some(match a.auth_method {
+                    CliAuthMethod::ClientSecretBasic => AuthMethod::ClientSecretBasic,
+                    CliAuthMethod::ClientSecretPost => AuthMethod::ClientSecretPost,
+                }),
+            })
+            .map_err(|e| anyhow!("{e}"))?;
+            new.secret_hash = secret.as_deref().map(|s| secrets.hash_client_secret(s));
+            let client = store.create_client(&new, now).await.map_err(|e| match e {
+                StoreError::Conflict => anyhow!("a client with the id {:?} already exists", new.client_id),
+                e => store_err(e),
+            })?;
+            let mut v = client_json(&client);
+            if let Some(s) = &secret {
+                v["client_secret"] = json!(s);
+            }
+            print(j, &v, || {
+                let mut t = format!("Created client.\n{}", client_text(&client));
+                if let Some(s) = &secret {
+                    t += &format!("\nclient_secret:  {s}\n(shown once: store it now)");
+                }
+                t
+            });
+            Ok(())
+        }
+        ClientCmd::List => {
+            let list = store.list_clients().await.map_err(store_err)?;
+            print(j, &json!(list.iter().map(client_json).collect::<Vec<_>>()), || {
+                if list.is_empty() {
+                    return "No clients.".into();
+                }
+                list.iter()
+                    .map(|c| format!("{}\t{}\t{}", c.client_id, c.auth_method.as_str(), c.response_types.join(",")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        ClientCmd::Show { client_id } => {
+            let c = store.client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
+            print(j, &client_json(&c), || client_text(&c));
+            Ok(())
+        }
+        ClientCmd::Delete { client_id } => {
+            store.delete_client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
+            print(j, &json!({"deleted": client_id}), || format!("Deleted client {client_id} and its codes and tokens."));
+            Ok(())
+        }
+        ClientCmd::RotateSecret { client_id } => {
+            let c = store.client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
+            if c.is_public() {
+                bail!("client {client_id:?} is a public client and has no secret");
+            }
+            let secret = client_rules::generate_secret();
+            store
+                .set_client_secret_hash(&client_id, &secrets.hash_client_secret(&secret), now)
+                .await
+                .map_err(|e| not_found(e, "client", &client_id))?;
+            print(j, &json!({"client_id": client_id, "client_secret": secret}), || {
+                format!("New secret for {client_id}: {secret}\n(shown once: the old secret no longer works)")
+            });
+            Ok(())
+        }
+    }
+}
+
+fn not_found(e: StoreError, what: &str, id: &str) -> anyhow::Error {
+    match e {
+        StoreError::NotFound => anyhow!("no {what} {id:?}"),
+        e => store_err(e),
+    }
+}
+
+fn read_line_stdin(what: &str) -> anyhow::Result<String> {
+    let mut buf = String::new();
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut buf)
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
+    Ok(first_line(&buf))
+}
+
+fn first_line(s: &str) -> String {
+    s.split('\n').next().unwrap_or("").trim_end_matches('\r').to_string()
+}
+
+fn read_password(src: &PasswordSource) -> anyhow::Result<Password> {
+    let pw = if src.password_stdin {
+        read_line_stdin("password")?
+    } else if let Some(p) = &src.password_file {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the password file {}", p.display()))?;
+        first_line(&text)
+    } else {
+        bail!("give --password-stdin or --password-file");
+    };
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(Password::new(pw))
+}
+
+fn consumer_text(c: &crate::store::Consumer) -> String {
+    let mut out = format!("username: {}\nsubject:  {}\nstatus:   {}\n", c.username, c.id, if c.disabled { "disabled" } else { "enabled" });
+    if let Value::Object(m) = serde_json::to_value(&c.profile).expect("JSON") {
+        for (k, v) in m {
+            let v = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            out += &format!("{k}: {v}\n");
+        }
+    }
+    if let Some(a) = &c.lp_attributes {
+        out += &format!("lp_sdes: {a}\n");
+    }
+    out.trim_end().to_string()
+}
+
+fn consumer_err(e: ConsumerError) -> anyhow::Error {
+    match e {
+        ConsumerError::Store(s) => store_err(s),
+        e => anyhow!("{e}"),
+    }
+}
+
+async fn consumer_cmd(cmd: ConsumerCmd, store: &Store, settings: &Settings, j: bool, now: i64) -> anyhow::Result<()> {
+    match cmd {
+        ConsumerCmd::Create(a) => {
+            let pw = read_password(&a.password)?;
+            let profile = Profile {
+                email_verified: a.email.as_ref().map(|_| a.email_verified),
+                email: a.email,
+                name: a.name,
+                given_name: a.given_name,
+                family_name: a.family_name,
+                preferred_username: a.preferred_username,
+                phone_number: a.phone_number,
+                gender: a.gender,
+                ..Profile::default()
+            };
+            let hasher = Hasher::new(settings);
+            let c = consumers::create(store, &hasher, &a.username, Some(&pw), profile, now)
+                .await
+                .map_err(consumer_err)?;
+            print(j, &serde_json::to_value(&c)?, || format!("Created consumer.\n{}", consumer_text(&c)));
+            Ok(())
+        }
+        ConsumerCmd::List => {
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.list_consumers(after.as_deref(), 500).await.map_err(store_err)?;
+                let done = page.len() < 500;
+                after = page.last().map(|c| c.username.clone());
+                all.extend(page);
+                if done {
+                    break;
+                }
+            }
+            print(j, &serde_json::to_value(&all)?, || {
+                if all.is_empty() {
+                    return "No consumers.".into();
+                }
+                all.iter()
+                    .map(|c| format!("{}\t{}\t{}", c.username, c.id, if c.disabled { "disabled" } else { "enabled" }))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        ConsumerCmd::Show { username } => {
+            let c = store.consumer_by_username(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
+            print(j, &serde_json::to_value(&c)?, || consumer_text(&c));
+            Ok(())
+        }
+        ConsumerCmd::SetPassword { username, password } => {
+            let pw = read_password(&password)?;
+            // Look the consumer up first so a typo does not cost a password hash.
+            store.consumer_by_username(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
+            let hash = Hasher::new(settings).hash(&pw).await.map_err(|e| anyhow!("{e}"))?;
+            store.set_consumer_password(&username, &hash, now).await.map_err(|e| not_found(e, "consumer", &username))?;
+            print(j, &json!({"username": username, "password": "updated"}), || format!("Password of {username} updated."));
+            Ok(())
+        }
+        ConsumerCmd::Disable { username } => set_disabled(store, &username, true, j, now).await,
+        ConsumerCmd::Enable { username } => set_disabled(store, &username, false, j, now).await,
+        ConsumerCmd::Delete { username } => {
+            store.delete_consumer(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
+            print(j, &json!({"deleted": username}), || format!("Deleted consumer {username} and their codes and tokens."));
+            Ok(())
+        }
+    }
+}
+
+async fn set_disabled(store: &Store, username: &str, disabled: bool, j: bool, now: i64) -> anyhow::Result<()> {
+    store.set_consumer_disabled(username, disabled, now).await.map_err(|e| not_found(e, "consumer", username))?;
+    let word = if disabled { "disabled" } else { "enabled" };
+    print(j, &json!({"username": username, "status": word}), || format!("Consumer {username} {word}."));
+    Ok(())
+}
+
+fn key_json(k: &crate::store::StoredKey) -> Value {
+    serde_json::to_value(k).expect("JSON")
+}
+
+async fn keys_cmd(
+    cmd: KeysCmd,
+    store: &Store,
+    secrets: &crate::crypto::SecretKeys,
+    settings: &Settings,
+    j: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    let grace = crate::retire_grace(settings);
+    match cmd {
+        KeysCmd::List => {
+            keys::promote_due(store, now, grace).await?;
+            let all = store.all_keys().await.map_err(store_err)?;
+            print(j, &json!(all.iter().map(key_json).collect::<Vec<_>>()), || {
+                if all.is_empty() {
+                    return "No keys yet (the server creates the first one when it starts).".into();
+                }
+                all.iter()
+                    .map(|k| {
+                        let published = match k.state {
+                            crate::store::KeyState::Retired if k.publish_until.is_some_and(|t| t <= now) => "unpublished",
+                            _ => "published",
+                        };
+                        let extra = match (k.state, k.activate_at, k.publish_until) {
+                            (crate::store::KeyState::Next, Some(t), _) => format!("activates in {}s", (t - now).max(0)),
+                            (crate::store::KeyState::Retired, _, Some(t)) if t > now => format!("published for {}s more", t - now),
+                            _ => String::new(),
+                        };
+                        format!("{}\t{}\t{}\t{}\t{}", k.kid, k.alg, k.state.as_str(), published, extra).trim_end().to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        KeysCmd::Rotate { activate_after } => {
+            keys::bootstrap(store, secrets, settings.key_size, now, grace).await?;
+            let k = keys::rotate(store, secrets, settings.key_size, now, activate_after as i64, grace)
+                .await
+                .map_err(|e| match e {
+                    keys::KeyError::Store(StoreError::Conflict) => anyhow!("another key rotation happened at the same moment; run `keys list` and try again if needed"),
+                    e => anyhow!("{e}"),
+                })?;
+            print(j, &key_json(&k), || {
+                if activate_after == 0 {
+                    format!("New signing key {} is active; the previous key stays published for {grace}s.", k.kid)
+                } else {
+                    format!(
+                        "New key {} is published and starts signing in {activate_after}s. Paste its public key wherever a key is pinned before then:\n  brand-idp keys public-key --kid {}",
+                        k.kid, k.kid
+                    )
+                }
+            });
+            Ok(())
+        }
+        KeysCmd::PublicKey { kid, format } => {
+            let all = store.all_keys().await.map_err(store_err)?;
+            let k = match &kid {
+                Some(kid) => all.iter().find(|k| &k.kid == kid).ok_or_else(|| anyhow!("no key with kid {kid:?}"))?,
+                None => all
+                    .iter()
+                    .find(|k| k.state == crate::store::KeyState::Active)
+                    .ok_or_else(|| anyhow!("there is no active key yet; start the server once or run `brand-idp keys rotate`"))?,
+            };
+            let text = match format {
+                KeyFormat::SpkiBase64 => keys::spki_base64(k)?,
+                KeyFormat::Pem => keys::spki_pem(k)?.trim_end().to_string(),
+                KeyFormat::Jwk => k.public_jwk.to_string(),
+            };
+            let v = json!({"kid": k.kid, "format": format!("{format:?}"), "state": k.state.as_str(), "public_key": match format {
+                KeyFormat::Jwk => k.public_jwk.clone(),
+                _ => Value::String(text.clone()),
+            }});
+            print(j, &v, || text.clone());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Password hashing: argon2id PHC strings, computed off the async workers and bounded in
+//! number so memory stays bounded (each hash takes `argon2_memory_kib`).
+
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
+use crate::crypto::random_bytes;
+
+/// A password as typed: never printed.
+pub struct Password(String);
+
+impl Password {
+    pub fn new(s: impl Into<String>) -> Password {
+        Password(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// The longest password accepted: argon2 handles any length, but a bound keeps hostile
+/// multi-megabyte "passwords" out of the hasher.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// Right password; `rehash` is set when the stored hash is weaker than the current
+    /// parameters and should be replaced by `rehash`'s value.
+    Valid { rehash: Option<String> },
+    Invalid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("the password is empty")]
+    Empty,
+    #[error("the password is longer than {MAX_PASSWORD_BYTES} bytes")]
+    TooLong,
+    #[error("password hashing failed")]
+    Internal,
+}
+
+#[derive(Clone)]
+pub struct Hasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    /// A hash of a random password, verified for unknown usernames so they cost the same.
+    dummy: Arc<String>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher")
+            .field("m_kib", &self.params.m_cost())
+            .field("t", &self.params.t_cost())
+            .field("p", &self.params.p_cost())
+            .finish()
+    }
+}
+
+fn hash_sync(params: &Params, password: &[u8]) -> Result<String, HashError> {
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let salt = random_bytes::<16>();
+    argon
+        .hash_password_with_salt(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| HashError::Internal)
+}
+
+impl Hasher {
+    pub fn new(s: &Settings) -> Hasher {
+        let params = Params::new(s.argon2_memory_kib, s.argon2_iterations, s.argon2_parallelism, None)
+            .expect("argon2 parameters are validated with the settings");
+        let dummy = hash_sync(&params, &random_bytes::<16>()).expect("hashing a random password");
+        Hasher {
+            params,
+            permits: Arc::new(Semaphore::new(s.max_concurrent_hashes)),
+            dummy: Arc::new(dummy),
+        }
+    }
+
+    pub fn params(&self) -> (u32, u32, u32) {
+        (self.params.m_cost(), self.params.t_cost(), self.params.p_cost())
+    }
+
+    /// Hashes with the current parameters.
+    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        check(password)?;
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Internal)?;
+        let params = self.params.clone();
+        let pw = password.expose().as_bytes().to_vec();
+        tokio::task::spawn_blocking(move || hash_sync(&params, &pw))
+            .await
+            .map_err(|_| HashError::Internal)?
+    }
+
+    /// Verifies against a stored hash, or against the dummy hash when there is none (unknown
+    /// user, or no password set), so both cost the same time.
+    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Verified {
+        if check(password).is_err() {
+            return Verified::Invalid;
+        }
+        let _permit = match self.permits.acquire().await {
+            Ok(p) => p,
+            Err(_) => return Verified::Invalid,
+        };
+        let target = stored.map(str::to_string);
+        let dummy = self.dummy.clone();
+        let params = self.params.clone();
+        let pw = password.expose().as_bytes().to_vec();
+        tokio::task::spawn_blocking(move || {
+            let hash = target.as_deref().unwrap_or(dummy.as_str());
+            let ok = verify_sync(&pw, hash);
+            if !ok || target.is_none() {
+                return Verified::Invalid;
+            }
+            let rehash = if is_current(hash, &params) { None } else { hash_sync(&params, &pw).ok() };
+            Verified::Valid { rehash }
+        })
+        .await
+        .unwrap_or(Verified::Invalid)
+    }
+}
+
+fn check(password: &Password) -> Result<(), HashError> {
+    if password.is_empty() {
+        return Err(HashError::Empty);
+    }
+    if password.expose().len() > MAX_PASSWORD_BYTES {
+        return Err(HashError::TooLong);
+    }
+    Ok(())
+}
+
+/// Verifies a PHC string of any argon2 variant.
+fn verify_sync(password: &[u8], stored: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else { return false };
+    match parsed.algorithm.as_str() {
+        "argon2id" | "argon2i" | "argon2d" => Argon2::default().verify_password(password, &parsed).is_ok(),
+        _ => false,
+    }
+}
+
+/// Whether a stored hash is argon2id with at least the current parameters.
+fn is_current(stored: &str, params: &Params) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else { return false };
+    if parsed.algorithm.as_str() != "argon2id" {
+        return false;
+    }
+    match Params::try_from(&parsed) {
+        Ok(p) => p.m_cost() >= params.m_cost() && p.t_cost() >= params.t_cost() && p.p_cost() >= params.p_cost(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hasher(m: u32) -> Hasher {
+        let mut s = Settings::default();
+        s.argon2_memory_kib = m;
+        Hasher::new(&s)
+    }
+
+    #[tokio::test]
+    async fn hash_verifies_and_wrong_password_does_not() {
+        let h = hasher(1024);
+        let stored = h.hash(&Password::new("correct horse")).await.unwrap();
+        assert!(stored.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"), "{stored}");
+        assert_eq!(h.verify(&Password::new("correct horse"), Some(&stored)).await, Verified::Valid { rehash: None });
+        assert_eq!(h.verify(&Password::new("wrong"), Some(&stored)).await, Verified::Invalid);
+        assert_eq!(h.verify(&Password::new("correct horse"), None).await, Verified::Invalid);
+        assert_eq!(h.verify(&Password::new(""), Some(&stored)).await, Verified::Invalid);
+    }
+
+    #[tokio::test]
+    async fn weaker_hash_is_rehashed_on_success() {
+        let weak = hasher(512).hash(&Password::new("pw")).await.unwrap();
+        let h = hasher(1024);
+        match h.verify(&Password::new("pw"), Some(&weak)).await {
+            Verified::Valid { rehash: Some(new) } => assert!(new.contains("m=1024"), "{new}"),
+            other => panic!("expected a rehash, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_and_huge_passwords_are_refused() {
+        let h = hasher(1024);
+        assert!(matches!(h.hash(&Password::new("")).await, Err(HashError::Empty)));
+        assert!(matches!(h.hash(&Password::new("x".repeat(2000))).await, Err(HashError::TooLong)));
+    }
+}

@@ -1,0 +1,269 @@
+//! brand-idp: an OpenID Connect identity provider for brands that put authenticated
+//! consumers into LivePerson Conversational Cloud (LiveEngage) conversations.
+//!
+//! [`App::build`] assembles everything the server needs from [`config::Settings`]; the
+//! binary and the tests both use it, so tests run exactly the router the binary serves.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod consumers;
+pub mod crypto;
+pub mod http;
+pub mod keys;
+pub mod oidc;
+pub mod store;
+pub mod telemetry;
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{decode_secret_key, Secret, Settings};
+use crate::consumers::Hasher;
+use crate::crypto::SecretKeys;
+use crate::keys::KeyRing;
+use crate::store::Store;
+
+/// Everything a request handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub keys: Arc<KeyRing>,
+    pub secrets: SecretKeys,
+    pub hasher: Hasher,
+    pub clock: Arc<dyn Clock>,
+    pub discovery: bytes::Bytes,
+}
+
+impl AppState {
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// How long a retired key stays in the JWKS: every token it signed has expired and
+    /// every cached JWKS has been refetched.
+    pub fn retire_grace(&self) -> i64 {
+        retire_grace(&self.settings)
+    }
+}
+
+pub fn retire_grace(s: &Settings) -> i64 {
+    s.id_token_ttl_secs.max(s.access_token_ttl_secs) + s.jwks_max_age_secs + s.key_refresh_secs as i64
+}
+
+/// The secret key from the settings; for the embedded default, generated on first use and
+/// kept in the data directory (mode 0600). PostgreSQL deployments must set it explicitly,
+/// because every instance must share it.
+pub fn resolve_secret_key(s: &Settings) -> anyhow::Result<SecretKeys> {
+    if let Some(k) = &s.secret_key {
+        let bytes = decode_secret_key(k).map_err(|e| anyhow::anyhow!("BRAND_IDP_SECRET_KEY {e}"))?;
+        return Ok(SecretKeys::from_secret(&bytes));
+    }
+    if s.uses_postgres() {
+        bail!(
+            "BRAND_IDP_SECRET_KEY is not set. With PostgreSQL every instance must share one secret key: \
+             generate one with `brand-idp gen-secret-key` and set BRAND_IDP_SECRET_KEY (or secret_key in the config file) \
+             to the same value on every instance"
+        );
+    }
+    let path = s.secret_key_path();
+    if path.exists() {
+        let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the secret key file is readable by other users; chmod 600 it");
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = decode_secret_key(&Secret::new(text.trim()))
+            .map_err(|e| anyhow::anyhow!("the secret key file {} {e}", path.display()))?;
+        return Ok(SecretKeys::from_secret(&bytes));
+    }
+    std::fs::create_dir_all(&s.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
+    let key = crypto::random_bytes::<32>();
+    let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match &mut f {
+        Ok(f) => {
+            use std::io::Write;
+            f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+            f.sync_all().ok();
+            tracing::warn!(
+                path = %path.display(),
+                "BRAND_IDP_SECRET_KEY is not set: generated a secret key for the embedded database and stored it \
+                 in the data directory; back it up with the database, or set BRAND_IDP_SECRET_KEY"
+            );
+            Ok(SecretKeys::from_secret(&key))
+        }
+        // Another process created it between our check and our open: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => resolve_secret_key(s),
+        Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// Connects to the database and applies migrations, with messages an operator can act on.
+pub async fn open_store(s: &Settings) -> anyhow::Result<Store> {
+    let store = Store::connect(s).await.map_err(|e| {
+        let target = match &s.database_url {
+            Some(u) => config::redact_url(u.expose()),
+            None => s.sqlite_path().display().to_string(),
+        };
+        anyhow::anyhow!("cannot open the database {target}: {}", describe_store_error(&e))
+    })?;
+    let applied = store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot migrate the database: {}", describe_store_error(&e)))?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, backend = store.backend_name(), "applied migrations");
+    }
+    Ok(store)
+}
+
+/// A one-line description of a storage error without internals an attacker could use.
+pub fn describe_store_error(e: &store::StoreError) -> String {
+    use store::StoreError::*;
+    match e {
+        Unavailable(inner) | Other(inner) => match inner {
+            sqlx::Error::Io(io) => format!("{io}"),
+            sqlx::Error::PoolTimedOut => "timed out waiting for a connection".into(),
+            sqlx::Error::Database(d) => d.message().to_string(),
+            sqlx::Error::Configuration(c) => format!("bad database URL ({c})"),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+pub struct App {
+    pub state: AppState,
+    pub router: axum::Router,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl App {
+    /// Builds the application with the system clock.
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+        let secrets = resolve_secret_key(&settings)?;
+        let store = open_store(&settings).await?;
+        let now = clock.now();
+        keys::bootstrap(&store, &secrets, settings.key_size, now, retire_grace(&settings))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot prepare signing keys: {e}"))?;
+        let ring = Arc::new(KeyRing::new(secrets.clone()));
+        ring.refresh(&store, now).await.map_err(|e| anyhow::anyhow!("cannot load signing keys: {e}"))?;
+        let discovery = bytes::Bytes::from(oidc::discovery::metadata(&settings).to_string());
+        let state = AppState {
+            hasher: Hasher::new(&settings),
+            settings: Arc::new(settings),
+            store,
+            keys: ring,
+            secrets,
+            clock,
+            discovery,
+        };
+        let tasks = vec![tokio::spawn(key_maintenance(state.clone())), tokio::spawn(cleanup(state.clone()))];
+        let router = http::router(state.clone());
+        Ok(App { state, router, tasks })
+    }
+
+    /// Reloads keys now (after this process rotated one, or in tests).
+    pub async fn refresh_keys(&self) -> anyhow::Result<()> {
+        let now = self.state.now();
+        keys::promote_due(&self.state.store, now, self.state.retire_grace()).await?;
+        self.state.keys.refresh(&self.state.store, now).await?;
+        Ok(())
+    }
+}
+
+/// Activates due keys and picks up keys changed by other instances, every `key_refresh_secs`.
+async fn key_maintenance(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(state.settings.key_refresh_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = state.now();
+        if let Err(e) = keys::promote_due(&state.store, now, state.retire_grace()).await {
+            tracing::warn!(error = %e, "key promotion failed; will retry");
+        }
+        if let Err(e) = state.keys.refresh(&state.store, now).await {
+            tracing::warn!(error = %e, "key refresh failed; serving the keys loaded before");
+        }
+    }
+}
+
+/// Deletes expired codes, tokens and sessions in bounded batches.
+async fn cleanup(state: AppState) {
+    const BATCH: i64 = 1000;
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let grace = state.settings.access_token_ttl_secs;
+        match state.store.delete_expired(state.now(), grace, BATCH).await {
+            Ok(n) if n > 0 => tracing::debug!(deleted = n, "expired rows cleaned up"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cleanup failed; will retry"),
+        }
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM, then finishes in-flight requests.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listen = settings.listen;
+    let app = App::build(settings).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (BRAND_IDP_LISTEN)"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        issuer = %app.state.settings.issuer,
+        backend = app.state.store.backend_name(),
+        "brand-idp is serving"
+    );
+    axum::serve(listener, app.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    app.state.store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,300 @@
+//! Persistence. One [`Store`] over either PostgreSQL or SQLite.
+//!
+//! Both backends run the very same SQL text: `$N` placeholders, `ON CONFLICT`, `RETURNING`,
+//! integer Unix times and JSON kept as text all mean the same on both. What differs between
+//! them (connecting, pragmas, the lock that serialises migrations, the DDL dialect) lives in
+//! this file and in `migrations/{postgres,sqlite}`; nothing above this module knows which
+//! backend it talks to.
+
+mod clients;
+mod codes;
+mod consumers;
+mod keys;
+mod sessions;
+
+pub use clients::{AuthMethod, Client, NewClient};
+pub use codes::{AccessTokenRow, AuthCodeRow, Redeemed};
+pub use consumers::{Consumer, NewConsumer, Profile};
+pub use keys::{KeyState, StoredKey};
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Conflict,
+    /// The database cannot be reached right now (pool timeout, connection refused, closed).
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Other(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(e)
+            }
+            // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout, PostgreSQL's
+            // "cannot connect now" / admin shutdown: transient, not a bug.
+            sqlx::Error::Database(d)
+                if matches!(d.code().as_deref(), Some("5") | Some("6") | Some("57P01") | Some("57P03")) =>
+            {
+                StoreError::Unavailable(e)
+            }
+            _ => StoreError::Other(e),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs the same body against whichever pool the store holds. The body is compiled once per
+/// backend, so a query that does not type-check on both does not compile.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Executes a statement built by `$query` on whichever pool the store holds and returns
+/// the number of rows it affected.
+macro_rules! execute {
+    ($store:expr, $query:expr) => {
+        $crate::store::on_pool!($store, |pool| $query.execute(pool).await.map(|r| r.rows_affected()))
+    };
+}
+pub(crate) use execute;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+}
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    postgres: &'static str,
+    sqlite: &'static str,
+}
+
+/// Embedded, forward-only migrations.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+}];
+
+/// An arbitrary, fixed advisory-lock key: "bidp" in ASCII.
+const MIGRATION_LOCK_KEY: i64 = 0x6269_6470;
+
+impl Store {
+    /// Opens the database the settings name (creating the embedded SQLite file if needed).
+    /// Does not migrate.
+    pub async fn connect(settings: &Settings) -> Result<Store> {
+        let acquire = Duration::from_secs(settings.db_acquire_timeout_secs);
+        match &settings.database_url {
+            Some(url) if settings.uses_postgres() => {
+                let opts = PgConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.db_max_connections)
+                    .acquire_timeout(acquire)
+                    .connect_with(opts)
+                    .await?;
+                Ok(Store { db: Db::Postgres(pool) })
+            }
+            Some(url) => {
+                let opts = SqliteConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
+                Self::open_sqlite(opts.create_if_missing(true), settings, acquire).await
+            }
+            None => {
+                std::fs::create_dir_all(&settings.data_dir).map_err(|e| StoreError::Unavailable(e.into()))?;
+                let opts = SqliteConnectOptions::new()
+                    .filename(settings.sqlite_path())
+                    .create_if_missing(true);
+                Self::open_sqlite(opts, settings, acquire).await
+            }
+        }
+    }
+
+    async fn open_sqlite(opts: SqliteConnectOptions, settings: &Settings, acquire: Duration) -> Result<Store> {
+        let opts = opts
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a committed transaction survives a crash of the process; only a
+            // power loss can take back the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.db_max_connections)
+            .acquire_timeout(acquire)
+            .connect_with(opts)
+            .await?;
+        Ok(Store { db: Db::Sqlite(pool) })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.db {
+            Db::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies every migration not yet applied. Safe to run from several processes at once:
+    /// PostgreSQL serialises them with an advisory lock held for the transaction, SQLite with
+    /// `BEGIN IMMEDIATE`. Returns the versions it applied.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let mut applied_now = Vec::new();
+        match &self.db {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(MIGRATION_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::raw_sql(
+                    "CREATE TABLE IF NOT EXISTS brand_idp_migrations \
+                     (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let done: Vec<(i64,)> = sqlx::query_as("SELECT version FROM brand_idp_migrations")
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for m in MIGRATIONS {
+                    if done.iter().any(|(v,)| *v == m.version) {
+                        continue;
+                    }
+                    sqlx::raw_sql(m.postgres).execute(&mut *tx).await?;
+                    sqlx::query("INSERT INTO brand_idp_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                        .bind(m.version)
+                        .bind(m.name)
+                        .bind(crate::clock::Clock::now(&crate::clock::SystemClock))
+                        .execute(&mut *tx)
+                        .await?;
+                    applied_now.push(m.version);
+                }
+                tx.commit().await?;
+            }
+            Db::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                let result: Result<()> = async {
+                    sqlx::raw_sql(
+                        "CREATE TABLE IF NOT EXISTS brand_idp_migrations \
+                         (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+                    )
+                    .execute(&mut *conn)
+                    .await?;
+                    let done: Vec<(i64,)> = sqlx::query_as("SELECT version FROM brand_idp_migrations")
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    for m in MIGRATIONS {
+                        if done.iter().any(|(v,)| *v == m.version) {
+                            continue;
+                        }
+                        sqlx::raw_sql(m.sqlite).execute(&mut *conn).await?;
+                        sqlx::query("INSERT INTO brand_idp_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                            .bind(m.version)
+                            .bind(m.name)
+                            .bind(crate::clock::Clock::now(&crate::clock::SystemClock))
+                            .execute(&mut *conn)
+                            .await?;
+                        applied_now.push(m.version);
+                    }
+                    Ok(())
+                }
+                .await;
+                match result {
+                    Ok(()) => {
+                        sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+                    }
+                    Err(e) => {
+                        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(applied_now)
+    }
+
+    /// The latest migration this binary knows, and whether the database has it.
+    pub async fn schema_is_current(&self) -> Result<bool> {
+        let latest = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+        let r: std::result::Result<Option<(i64,)>, sqlx::Error> = on_pool!(self, |p| {
+            sqlx::query_as("SELECT MAX(version) FROM brand_idp_migrations").fetch_optional(p).await
+        });
+        match r {
+            Ok(Some((v,))) => Ok(v >= latest),
+            Ok(None) => Ok(false),
+            Err(sqlx::Error::Database(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        let _: (i64,) = on_pool!(self, |p| sqlx::query_as("SELECT 1").fetch_one(p).await)?;
+        Ok(())
+    }
+
+    /// Number of connections in use and the pool's size, for metrics and readiness.
+    pub fn pool_usage(&self) -> (u32, u32) {
+        on_pool!(self, |p| (p.size() - p.num_idle() as u32, p.size()))
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |p| p.close().await)
+    }
+
+    /// SQLite's own consistency check (`PRAGMA integrity_check`); PostgreSQL answers "ok".
+    pub async fn integrity_check(&self) -> Result<String> {
+        match &self.db {
+            Db::Sqlite(p) => {
+                let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(p).await?;
+                Ok(s)
+            }
+            Db::Postgres(_) => Ok("ok".into()),
+        }
+    }
+}
+
+/// Creates the SQLite file's folder; used by commands that open the embedded database.
+pub fn ensure_dir(p: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(p)
+}
+
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serialising plain data cannot fail")
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
