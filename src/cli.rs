@@ -18,7 +18,11 @@ use crate::oidc::clients::{self as client_rules, Registration};
 use crate::store::{AuthMethod, Profile, Store, StoreError};
 
 #[derive(Parser, Debug)]
-#[command(name = "brand-idp", version, about = "OpenID Connect identity provider for LiveEngage brands")]
+#[command(
+    name = "brand-idp",
+    version,
+    about = "OpenID Connect identity provider for LiveEngage brands"
+)]
 pub struct Cli {
     /// TOML configuration file (also BRAND_IDP_CONFIG).
     #[arg(long, global = true, env = "BRAND_IDP_CONFIG", value_name = "FILE")]
@@ -56,10 +60,16 @@ enum ClientCmd {
     /// Register a client; a strong secret is generated and printed once unless given.
     Create(ClientCreate),
     List,
-    Show { client_id: String },
-    Delete { client_id: String },
+    Show {
+        client_id: String,
+    },
+    Delete {
+        client_id: String,
+    },
     /// Replace the secret with a new generated one, printed once.
-    RotateSecret { client_id: String },
+    RotateSecret {
+        client_id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -101,15 +111,23 @@ enum CliAuthMethod {
 enum ConsumerCmd {
     Create(ConsumerCreate),
     List,
-    Show { username: String },
+    Show {
+        username: String,
+    },
     SetPassword {
         username: String,
         #[command(flatten)]
         password: PasswordSource,
     },
-    Disable { username: String },
-    Enable { username: String },
-    Delete { username: String },
+    Disable {
+        username: String,
+    },
+    Enable {
+        username: String,
+    },
+    Delete {
+        username: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -184,7 +202,10 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     let json_out = cli.json;
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -246,32 +267,49 @@ async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<
         Command::Serve => unreachable!("handled by run"),
         Command::CheckConfig => {
             let pairs = settings.redacted();
-            let obj: serde_json::Map<String, Value> =
-                pairs.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
+            let obj: serde_json::Map<String, Value> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+                .collect();
             print(j, &Value::Object(obj), || {
                 let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-                pairs.iter().map(|(k, v)| format!("{k:width$}  {v}")).collect::<Vec<_>>().join("\n")
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k:width$}  {v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
             Ok(())
         }
         Command::GenSecretKey => {
-            let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::crypto::random_bytes::<32>());
+            let key = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                crate::crypto::random_bytes::<32>(),
+            );
             print(j, &json!({"secret_key": key}), || key.clone());
             Ok(())
         }
         Command::Migrate => {
-            let store = Store::connect(&settings).await.map_err(|e| db_error(&settings, &e))?;
-            let applied = store
-                .migrate()
+            let store = Store::connect(&settings)
                 .await
-                .map_err(|e| anyhow!("cannot migrate the database: {}", crate::describe_store_error(&e)))?;
-            print(j, &json!({"applied": applied, "backend": store.backend_name()}), || {
-                if applied.is_empty() {
-                    "The database schema is up to date.".into()
-                } else {
-                    format!("Applied migrations {applied:?}.")
-                }
-            });
+                .map_err(|e| db_error(&settings, &e))?;
+            let applied = store.migrate().await.map_err(|e| {
+                anyhow!(
+                    "cannot migrate the database: {}",
+                    crate::describe_store_error(&e)
+                )
+            })?;
+            print(
+                j,
+                &json!({"applied": applied, "backend": store.backend_name()}),
+                || {
+                    if applied.is_empty() {
+                        "The database schema is up to date.".into()
+                    } else {
+                        format!("Applied migrations {applied:?}.")
+                    }
+                },
+            );
             Ok(())
         }
         Command::Client(c) => {
@@ -296,11 +334,17 @@ fn db_error(settings: &Settings, e: &StoreError) -> anyhow::Error {
         Some(u) => crate::config::redact_url(u.expose()),
         None => settings.sqlite_path().display().to_string(),
     };
-    anyhow!("cannot open the database {target}: {}", crate::describe_store_error(e))
+    anyhow!(
+        "cannot open the database {target}: {}",
+        crate::describe_store_error(e)
+    )
 }
 
 fn store_err(e: StoreError) -> anyhow::Error {
-    anyhow!("database operation failed: {}", crate::describe_store_error(&e))
+    anyhow!(
+        "database operation failed: {}",
+        crate::describe_store_error(&e)
+    )
 }
 
 fn client_json(c: &crate::store::Client) -> Value {
@@ -323,10 +367,20 @@ fn client_text(c: &crate::store::Client) -> String {
     out.trim_end().to_string()
 }
 
-async fn client_cmd(cmd: ClientCmd, store: &Store, secrets: &crate::crypto::SecretKeys, j: bool, now: i64) -> anyhow::Result<()> {
+async fn client_cmd(
+    cmd: ClientCmd,
+    store: &Store,
+    secrets: &crate::crypto::SecretKeys,
+    j: bool,
+    now: i64,
+) -> anyhow::Result<()> {
     match cmd {
         ClientCmd::Create(a) => {
-            let secret = if a.client_secret_stdin { Some(read_line_stdin("client secret")?) } else { a.client_secret };
+            let secret = if a.client_secret_stdin {
+                Some(read_line_stdin("client secret")?)
+            } else {
+                a.client_secret
+            };
             let (mut new, secret) = client_rules::register(Registration {
                 client_id: a.client_id,
                 secret,
@@ -343,7 +397,9 @@ async fn client_cmd(cmd: ClientCmd, store: &Store, secrets: &crate::crypto::Secr
             .map_err(|e| anyhow!("{e}"))?;
             new.secret_hash = secret.as_deref().map(|s| secrets.hash_client_secret(s));
             let client = store.create_client(&new, now).await.map_err(|e| match e {
-                StoreError::Conflict => anyhow!("a client with the id {:?} already exists", new.client_id),
+                StoreError::Conflict => {
+                    anyhow!("a client with the id {:?} already exists", new.client_id)
+                }
                 e => store_err(e),
             })?;
             let mut v = client_json(&client);
@@ -361,29 +417,51 @@ async fn client_cmd(cmd: ClientCmd, store: &Store, secrets: &crate::crypto::Secr
         }
         ClientCmd::List => {
             let list = store.list_clients().await.map_err(store_err)?;
-            print(j, &json!(list.iter().map(client_json).collect::<Vec<_>>()), || {
-                if list.is_empty() {
-                    return "No clients.".into();
-                }
-                list.iter()
-                    .map(|c| format!("{}\t{}\t{}", c.client_id, c.auth_method.as_str(), c.response_types.join(",")))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            print(
+                j,
+                &json!(list.iter().map(client_json).collect::<Vec<_>>()),
+                || {
+                    if list.is_empty() {
+                        return "No clients.".into();
+                    }
+                    list.iter()
+                        .map(|c| {
+                            format!(
+                                "{}\t{}\t{}",
+                                c.client_id,
+                                c.auth_method.as_str(),
+                                c.response_types.join(",")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+            );
             Ok(())
         }
         ClientCmd::Show { client_id } => {
-            let c = store.client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
+            let c = store
+                .client(&client_id)
+                .await
+                .map_err(|e| not_found(e, "client", &client_id))?;
             print(j, &client_json(&c), || client_text(&c));
             Ok(())
         }
         ClientCmd::Delete { client_id } => {
-            store.delete_client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
-            print(j, &json!({"deleted": client_id}), || format!("Deleted client {client_id} and its codes and tokens."));
+            store
+                .delete_client(&client_id)
+                .await
+                .map_err(|e| not_found(e, "client", &client_id))?;
+            print(j, &json!({"deleted": client_id}), || {
+                format!("Deleted client {client_id} and its codes and tokens.")
+            });
             Ok(())
         }
         ClientCmd::RotateSecret { client_id } => {
-            let c = store.client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
+            let c = store
+                .client(&client_id)
+                .await
+                .map_err(|e| not_found(e, "client", &client_id))?;
             if c.is_public() {
                 bail!("client {client_id:?} is a public client and has no secret");
             }
@@ -392,9 +470,13 @@ async fn client_cmd(cmd: ClientCmd, store: &Store, secrets: &crate::crypto::Secr
                 .set_client_secret_hash(&client_id, &secrets.hash_client_secret(&secret), now)
                 .await
                 .map_err(|e| not_found(e, "client", &client_id))?;
-            print(j, &json!({"client_id": client_id, "client_secret": secret}), || {
-                format!("New secret for {client_id}: {secret}\n(shown once: the old secret no longer works)")
-            });
+            print(
+                j,
+                &json!({"client_id": client_id, "client_secret": secret}),
+                || {
+                    format!("New secret for {client_id}: {secret}\n(shown once: the old secret no longer works)")
+                },
+            );
             Ok(())
         }
     }
@@ -417,14 +499,19 @@ fn read_line_stdin(what: &str) -> anyhow::Result<String> {
 }
 
 fn first_line(s: &str) -> String {
-    s.split('\n').next().unwrap_or("").trim_end_matches('\r').to_string()
+    s.split('\n')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('\r')
+        .to_string()
 }
 
 fn read_password(src: &PasswordSource) -> anyhow::Result<Password> {
     let pw = if src.password_stdin {
         read_line_stdin("password")?
     } else if let Some(p) = &src.password_file {
-        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the password file {}", p.display()))?;
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the password file {}", p.display()))?;
         first_line(&text)
     } else {
         bail!("give --password-stdin or --password-file");
@@ -436,7 +523,12 @@ fn read_password(src: &PasswordSource) -> anyhow::Result<Password> {
 }
 
 fn consumer_text(c: &crate::store::Consumer) -> String {
-    let mut out = format!("username: {}\nsubject:  {}\nstatus:   {}\n", c.username, c.id, if c.disabled { "disabled" } else { "enabled" });
+    let mut out = format!(
+        "username: {}\nsubject:  {}\nstatus:   {}\n",
+        c.username,
+        c.id,
+        if c.disabled { "disabled" } else { "enabled" }
+    );
     if let Value::Object(m) = serde_json::to_value(&c.profile).expect("JSON") {
         for (k, v) in m {
             let v = match v {
@@ -459,7 +551,13 @@ fn consumer_err(e: ConsumerError) -> anyhow::Error {
     }
 }
 
-async fn consumer_cmd(cmd: ConsumerCmd, store: &Store, settings: &Settings, j: bool, now: i64) -> anyhow::Result<()> {
+async fn consumer_cmd(
+    cmd: ConsumerCmd,
+    store: &Store,
+    settings: &Settings,
+    j: bool,
+    now: i64,
+) -> anyhow::Result<()> {
     match cmd {
         ConsumerCmd::Create(a) => {
             let pw = read_password(&a.password)?;
@@ -478,14 +576,19 @@ async fn consumer_cmd(cmd: ConsumerCmd, store: &Store, settings: &Settings, j: b
             let c = consumers::create(store, &hasher, &a.username, Some(&pw), profile, now)
                 .await
                 .map_err(consumer_err)?;
-            print(j, &serde_json::to_value(&c)?, || format!("Created consumer.\n{}", consumer_text(&c)));
+            print(j, &serde_json::to_value(&c)?, || {
+                format!("Created consumer.\n{}", consumer_text(&c))
+            });
             Ok(())
         }
         ConsumerCmd::List => {
             let mut all = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = store.list_consumers(after.as_deref(), 500).await.map_err(store_err)?;
+                let page = store
+                    .list_consumers(after.as_deref(), 500)
+                    .await
+                    .map_err(store_err)?;
                 let done = page.len() < 500;
                 after = page.last().map(|c| c.username.clone());
                 all.extend(page);
@@ -498,40 +601,79 @@ async fn consumer_cmd(cmd: ConsumerCmd, store: &Store, settings: &Settings, j: b
                     return "No consumers.".into();
                 }
                 all.iter()
-                    .map(|c| format!("{}\t{}\t{}", c.username, c.id, if c.disabled { "disabled" } else { "enabled" }))
+                    .map(|c| {
+                        format!(
+                            "{}\t{}\t{}",
+                            c.username,
+                            c.id,
+                            if c.disabled { "disabled" } else { "enabled" }
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });
             Ok(())
         }
         ConsumerCmd::Show { username } => {
-            let c = store.consumer_by_username(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
+            let c = store
+                .consumer_by_username(&username)
+                .await
+                .map_err(|e| not_found(e, "consumer", &username))?;
             print(j, &serde_json::to_value(&c)?, || consumer_text(&c));
             Ok(())
         }
         ConsumerCmd::SetPassword { username, password } => {
             let pw = read_password(&password)?;
             // Look the consumer up first so a typo does not cost a password hash.
-            store.consumer_by_username(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
-            let hash = Hasher::new(settings).hash(&pw).await.map_err(|e| anyhow!("{e}"))?;
-            store.set_consumer_password(&username, &hash, now).await.map_err(|e| not_found(e, "consumer", &username))?;
-            print(j, &json!({"username": username, "password": "updated"}), || format!("Password of {username} updated."));
+            store
+                .consumer_by_username(&username)
+                .await
+                .map_err(|e| not_found(e, "consumer", &username))?;
+            let hash = Hasher::new(settings)
+                .hash(&pw)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            store
+                .set_consumer_password(&username, &hash, now)
+                .await
+                .map_err(|e| not_found(e, "consumer", &username))?;
+            print(
+                j,
+                &json!({"username": username, "password": "updated"}),
+                || format!("Password of {username} updated."),
+            );
             Ok(())
         }
         ConsumerCmd::Disable { username } => set_disabled(store, &username, true, j, now).await,
         ConsumerCmd::Enable { username } => set_disabled(store, &username, false, j, now).await,
         ConsumerCmd::Delete { username } => {
-            store.delete_consumer(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
-            print(j, &json!({"deleted": username}), || format!("Deleted consumer {username} and their codes and tokens."));
+            store
+                .delete_consumer(&username)
+                .await
+                .map_err(|e| not_found(e, "consumer", &username))?;
+            print(j, &json!({"deleted": username}), || {
+                format!("Deleted consumer {username} and their codes and tokens.")
+            });
             Ok(())
         }
     }
 }
 
-async fn set_disabled(store: &Store, username: &str, disabled: bool, j: bool, now: i64) -> anyhow::Result<()> {
-    store.set_consumer_disabled(username, disabled, now).await.map_err(|e| not_found(e, "consumer", username))?;
+async fn set_disabled(
+    store: &Store,
+    username: &str,
+    disabled: bool,
+    j: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    store
+        .set_consumer_disabled(username, disabled, now)
+        .await
+        .map_err(|e| not_found(e, "consumer", username))?;
     let word = if disabled { "disabled" } else { "enabled" };
-    print(j, &json!({"username": username, "status": word}), || format!("Consumer {username} {word}."));
+    print(j, &json!({"username": username, "status": word}), || {
+        format!("Consumer {username} {word}.")
+    });
     Ok(())
 }
 
@@ -552,26 +694,48 @@ async fn keys_cmd(
         KeysCmd::List => {
             keys::promote_due(store, now, grace).await?;
             let all = store.all_keys().await.map_err(store_err)?;
-            print(j, &json!(all.iter().map(key_json).collect::<Vec<_>>()), || {
-                if all.is_empty() {
-                    return "No keys yet (the server creates the first one when it starts).".into();
-                }
-                all.iter()
-                    .map(|k| {
-                        let published = match k.state {
-                            crate::store::KeyState::Retired if k.publish_until.is_some_and(|t| t <= now) => "unpublished",
-                            _ => "published",
-                        };
-                        let extra = match (k.state, k.activate_at, k.publish_until) {
-                            (crate::store::KeyState::Next, Some(t), _) => format!("activates in {}s", (t - now).max(0)),
-                            (crate::store::KeyState::Retired, _, Some(t)) if t > now => format!("published for {}s more", t - now),
-                            _ => String::new(),
-                        };
-                        format!("{}\t{}\t{}\t{}\t{}", k.kid, k.alg, k.state.as_str(), published, extra).trim_end().to_string()
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            print(
+                j,
+                &json!(all.iter().map(key_json).collect::<Vec<_>>()),
+                || {
+                    if all.is_empty() {
+                        return "No keys yet (the server creates the first one when it starts)."
+                            .into();
+                    }
+                    all.iter()
+                        .map(|k| {
+                            let published = match k.state {
+                                crate::store::KeyState::Retired
+                                    if k.publish_until.is_some_and(|t| t <= now) =>
+                                {
+                                    "unpublished"
+                                }
+                                _ => "published",
+                            };
+                            let extra = match (k.state, k.activate_at, k.publish_until) {
+                                (crate::store::KeyState::Next, Some(t), _) => {
+                                    format!("activates in {}s", (t - now).max(0))
+                                }
+                                (crate::store::KeyState::Retired, _, Some(t)) if t > now => {
+                                    format!("published for {}s more", t - now)
+                                }
+                                _ => String::new(),
+                            };
+                            format!(
+                                "{}\t{}\t{}\t{}\t{}",
+                                k.kid,
+                                k.alg,
+                                k.state.as_str(),
+                                published,
+                                extra
+                            )
+                            .trim_end()
+                            .to_string()
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+            );
             Ok(())
         }
         KeysCmd::Rotate { activate_after } => {

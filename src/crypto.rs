@@ -64,7 +64,9 @@ impl hkdf::KeyType for Len {
 
 fn derive(prk: &hkdf::Prk, info: &str, len: usize) -> Vec<u8> {
     let info = [info.as_bytes()];
-    let okm = prk.expand(&info, Len(len)).expect("HKDF output length is small");
+    let okm = prk
+        .expand(&info, Len(len))
+        .expect("HKDF output length is small");
     let mut out = vec![0u8; len];
     okm.fill(&mut out).expect("HKDF fill");
     out
@@ -76,7 +78,9 @@ impl SecretKeys {
         let seal_key = derive(&prk, "signing-key encryption", 32);
         let mac_key = derive(&prk, "client-secret hash", 32);
         SecretKeys {
-            seal: std::sync::Arc::new(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &seal_key).expect("32-byte AES key"))),
+            seal: std::sync::Arc::new(LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, &seal_key).expect("32-byte AES key"),
+            )),
             client_secret_mac: hmac::Key::new(hmac::HMAC_SHA256, &mac_key),
         }
     }
@@ -87,7 +91,11 @@ impl SecretKeys {
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let mut buf = plaintext.to_vec();
         self.seal
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(aad),
+                &mut buf,
+            )
             .expect("AES-GCM seal");
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&buf);
@@ -101,7 +109,10 @@ impl SecretKeys {
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = ct.to_vec();
-        let pt = self.seal.open_in_place(nonce, Aad::from(aad), &mut buf).ok()?;
+        let pt = self
+            .seal
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .ok()?;
         Some(pt.to_vec())
     }
 

@@ -40,7 +40,9 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub enum Verified {
     /// Right password; `rehash` is set when the stored hash is weaker than the current
     /// parameters and should be replaced by `rehash`'s value.
-    Valid { rehash: Option<String> },
+    Valid {
+        rehash: Option<String>,
+    },
     Invalid,
 }
 
@@ -83,8 +85,13 @@ fn hash_sync(params: &Params, password: &[u8]) -> Result<String, HashError> {
 
 impl Hasher {
     pub fn new(s: &Settings) -> Hasher {
-        let params = Params::new(s.argon2_memory_kib, s.argon2_iterations, s.argon2_parallelism, None)
-            .expect("argon2 parameters are validated with the settings");
+        let params = Params::new(
+            s.argon2_memory_kib,
+            s.argon2_iterations,
+            s.argon2_parallelism,
+            None,
+        )
+        .expect("argon2 parameters are validated with the settings");
         let dummy = hash_sync(&params, &random_bytes::<16>()).expect("hashing a random password");
         Hasher {
             params,
@@ -94,13 +101,21 @@ impl Hasher {
     }
 
     pub fn params(&self) -> (u32, u32, u32) {
-        (self.params.m_cost(), self.params.t_cost(), self.params.p_cost())
+        (
+            self.params.m_cost(),
+            self.params.t_cost(),
+            self.params.p_cost(),
+        )
     }
 
     /// Hashes with the current parameters.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         check(password)?;
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Internal)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| HashError::Internal)?;
         let params = self.params.clone();
         let pw = password.expose().as_bytes().to_vec();
         tokio::task::spawn_blocking(move || hash_sync(&params, &pw))
@@ -128,7 +143,11 @@ impl Hasher {
             if !ok || target.is_none() {
                 return Verified::Invalid;
             }
-            let rehash = if is_current(hash, &params) { None } else { hash_sync(&params, &pw).ok() };
+            let rehash = if is_current(hash, &params) {
+                None
+            } else {
+                hash_sync(&params, &pw).ok()
+            };
             Verified::Valid { rehash }
         })
         .await
@@ -148,21 +167,31 @@ fn check(password: &Password) -> Result<(), HashError> {
 
 /// Verifies a PHC string of any argon2 variant.
 fn verify_sync(password: &[u8], stored: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(stored) else { return false };
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
     match parsed.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" => Argon2::default().verify_password(password, &parsed).is_ok(),
+        "argon2id" | "argon2i" | "argon2d" => {
+            Argon2::default().verify_password(password, &parsed).is_ok()
+        }
         _ => false,
     }
 }
 
 /// Whether a stored hash is argon2id with at least the current parameters.
 fn is_current(stored: &str, params: &Params) -> bool {
-    let Ok(parsed) = PasswordHash::new(stored) else { return false };
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
     if parsed.algorithm.as_str() != "argon2id" {
         return false;
     }
     match Params::try_from(&parsed) {
-        Ok(p) => p.m_cost() >= params.m_cost() && p.t_cost() >= params.t_cost() && p.p_cost() >= params.p_cost(),
+        Ok(p) => {
+            p.m_cost() >= params.m_cost()
+                && p.t_cost() >= params.t_cost()
+                && p.p_cost() >= params.p_cost()
+        }
         Err(_) => false,
     }
 }
@@ -181,11 +210,27 @@ mod tests {
     async fn hash_verifies_and_wrong_password_does_not() {
         let h = hasher(1024);
         let stored = h.hash(&Password::new("correct horse")).await.unwrap();
-        assert!(stored.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"), "{stored}");
-        assert_eq!(h.verify(&Password::new("correct horse"), Some(&stored)).await, Verified::Valid { rehash: None });
-        assert_eq!(h.verify(&Password::new("wrong"), Some(&stored)).await, Verified::Invalid);
-        assert_eq!(h.verify(&Password::new("correct horse"), None).await, Verified::Invalid);
-        assert_eq!(h.verify(&Password::new(""), Some(&stored)).await, Verified::Invalid);
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"),
+            "{stored}"
+        );
+        assert_eq!(
+            h.verify(&Password::new("correct horse"), Some(&stored))
+                .await,
+            Verified::Valid { rehash: None }
+        );
+        assert_eq!(
+            h.verify(&Password::new("wrong"), Some(&stored)).await,
+            Verified::Invalid
+        );
+        assert_eq!(
+            h.verify(&Password::new("correct horse"), None).await,
+            Verified::Invalid
+        );
+        assert_eq!(
+            h.verify(&Password::new(""), Some(&stored)).await,
+            Verified::Invalid
+        );
     }
 
     #[tokio::test]
@@ -201,7 +246,13 @@ mod tests {
     #[tokio::test]
     async fn empty_and_huge_passwords_are_refused() {
         let h = hasher(1024);
-        assert!(matches!(h.hash(&Password::new("")).await, Err(HashError::Empty)));
-        assert!(matches!(h.hash(&Password::new("x".repeat(2000))).await, Err(HashError::TooLong)));
+        assert!(matches!(
+            h.hash(&Password::new("")).await,
+            Err(HashError::Empty)
+        ));
+        assert!(matches!(
+            h.hash(&Password::new("x".repeat(2000))).await,
+            Err(HashError::TooLong)
+        ));
     }
 }

@@ -8,7 +8,9 @@ use axum::http::{HeaderName, HeaderValue, Request};
 use axum::routing::get;
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
@@ -23,7 +25,9 @@ struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&crate::crypto::random_token::<12>()).ok().map(RequestId::new)
+        HeaderValue::from_str(&crate::crypto::random_token::<12>())
+            .ok()
+            .map(RequestId::new)
     }
 }
 

@@ -50,7 +50,13 @@ fn public_jwk(kp: &KeyPair) -> (Value, String) {
 }
 
 /// Generates a new RSA key (CPU-heavy: call from a blocking thread) in the given state.
-pub fn generate(bits: u32, secrets: &SecretKeys, now: i64, state: KeyState, activate_at: Option<i64>) -> Result<StoredKey, KeyError> {
+pub fn generate(
+    bits: u32,
+    secrets: &SecretKeys,
+    now: i64,
+    state: KeyState,
+    activate_at: Option<i64>,
+) -> Result<StoredKey, KeyError> {
     let kp = KeyPair::generate(key_size(bits)).map_err(|_| KeyError::Generation)?;
     let pkcs8: Pkcs8V1Der = kp.as_der().map_err(|_| KeyError::Generation)?;
     let (jwk, kid) = public_jwk(&kp);
@@ -68,7 +74,13 @@ pub fn generate(bits: u32, secrets: &SecretKeys, now: i64, state: KeyState, acti
     })
 }
 
-async fn generate_async(bits: u32, secrets: &SecretKeys, now: i64, state: KeyState, activate_at: Option<i64>) -> Result<StoredKey, KeyError> {
+async fn generate_async(
+    bits: u32,
+    secrets: &SecretKeys,
+    now: i64,
+    state: KeyState,
+    activate_at: Option<i64>,
+) -> Result<StoredKey, KeyError> {
     let secrets = secrets.clone();
     tokio::task::spawn_blocking(move || generate(bits, &secrets, now, state, activate_at))
         .await
@@ -78,7 +90,13 @@ async fn generate_async(bits: u32, secrets: &SecretKeys, now: i64, state: KeySta
 /// Makes sure there is exactly one active key: activates a due `next` key, or generates one.
 /// Safe when several instances bootstrap one empty database at the same moment: the
 /// database lets exactly one `active` row in.
-pub async fn bootstrap(store: &Store, secrets: &SecretKeys, bits: u32, now: i64, retire_grace: i64) -> Result<(), KeyError> {
+pub async fn bootstrap(
+    store: &Store,
+    secrets: &SecretKeys,
+    bits: u32,
+    now: i64,
+    retire_grace: i64,
+) -> Result<(), KeyError> {
     promote_due(store, now, retire_grace).await?;
     let keys = store.all_keys().await?;
     if keys.iter().any(|k| k.state == KeyState::Active) {
@@ -112,20 +130,46 @@ pub async fn promote_due(store: &Store, now: i64, retire_grace: i64) -> Result<b
 
 /// Creates a new key. With `activate_after` 0 it signs at once; otherwise it is published
 /// as `next` and starts signing after that many seconds.
-pub async fn rotate(store: &Store, secrets: &SecretKeys, bits: u32, now: i64, activate_after: i64, retire_grace: i64) -> Result<StoredKey, KeyError> {
-    let key = generate_async(bits, secrets, now, KeyState::Next, Some(now + activate_after)).await?;
+pub async fn rotate(
+    store: &Store,
+    secrets: &SecretKeys,
+    bits: u32,
+    now: i64,
+    activate_after: i64,
+    retire_grace: i64,
+) -> Result<StoredKey, KeyError> {
+    let key = generate_async(
+        bits,
+        secrets,
+        now,
+        KeyState::Next,
+        Some(now + activate_after),
+    )
+    .await?;
     store.insert_key(&key).await?;
     if activate_after == 0 {
-        store.activate_key(&key.kid, now, now + retire_grace).await?;
+        store
+            .activate_key(&key.kid, now, now + retire_grace)
+            .await?;
     }
     let all = store.all_keys().await?;
-    all.into_iter().find(|k| k.kid == key.kid).ok_or(KeyError::NoSuchKey(key.kid))
+    all.into_iter()
+        .find(|k| k.kid == key.kid)
+        .ok_or(KeyError::NoSuchKey(key.kid))
 }
 
 /// The DER SubjectPublicKeyInfo of a stored key.
 pub fn spki_der(k: &StoredKey) -> Result<Vec<u8>, KeyError> {
-    let n = k.public_jwk.get("n").and_then(Value::as_str).and_then(b64url_decode);
-    let e = k.public_jwk.get("e").and_then(Value::as_str).and_then(b64url_decode);
+    let n = k
+        .public_jwk
+        .get("n")
+        .and_then(Value::as_str)
+        .and_then(b64url_decode);
+    let e = k
+        .public_jwk
+        .get("e")
+        .and_then(Value::as_str)
+        .and_then(b64url_decode);
     let (Some(n), Some(e)) = (n, e) else {
         return Err(StoreError::Corrupt(format!("public JWK of {}", k.kid)).into());
     };
@@ -170,7 +214,11 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 
 fn der_uint(bytes: &[u8]) -> Vec<u8> {
     let trimmed: &[u8] = {
-        let skip = bytes.iter().take_while(|b| **b == 0).count().min(bytes.len().saturating_sub(1));
+        let skip = bytes
+            .iter()
+            .take_while(|b| **b == 0)
+            .count()
+            .min(bytes.len().saturating_sub(1));
         &bytes[skip..]
     };
     let mut content = Vec::with_capacity(trimmed.len() + 1);
@@ -205,7 +253,9 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -252,9 +302,12 @@ pub struct PublicKey {
 
 impl PublicKey {
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
-        RsaPublicKeyComponents { n: &self.n, e: &self.e }
-            .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
-            .is_ok()
+        RsaPublicKeyComponents {
+            n: &self.n,
+            e: &self.e,
+        }
+        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
+        .is_ok()
     }
 }
 
@@ -301,7 +354,10 @@ impl KeyRing {
     /// Reloads from the database; parses keys again only when the published set changed.
     pub async fn refresh(&self, store: &Store, now: i64) -> Result<(), KeyError> {
         let keys = store.published_keys(now).await?;
-        let fingerprint: String = keys.iter().map(|k| format!("{}:{};", k.kid, k.state.as_str())).collect();
+        let fingerprint: String = keys
+            .iter()
+            .map(|k| format!("{}:{};", k.kid, k.state.as_str()))
+            .collect();
         if fingerprint == self.get().fingerprint {
             return Ok(());
         }
@@ -312,16 +368,29 @@ impl KeyRing {
             if k.state == KeyState::Active {
                 signer = Some(Arc::new(Signer::open(k, &self.secrets)?));
             }
-            let get = |m: &str| k.public_jwk.get(m).and_then(Value::as_str).and_then(b64url_decode);
+            let get = |m: &str| {
+                k.public_jwk
+                    .get(m)
+                    .and_then(Value::as_str)
+                    .and_then(b64url_decode)
+            };
             if let (Some(n), Some(e)) = (get("n"), get("e")) {
-                public.push(PublicKey { kid: k.kid.clone(), state: k.state, n, e });
+                public.push(PublicKey {
+                    kid: k.kid.clone(),
+                    state: k.state,
+                    n,
+                    e,
+                });
             }
             jwks.push(k.public_jwk.clone());
         }
         // The active key first: some clients try keys in order.
         jwks.sort_by_key(|j| {
             let kid = j.get("kid").and_then(Value::as_str).unwrap_or_default();
-            keys.iter().find(|k| k.kid == kid).map(|k| k.state != KeyState::Active).unwrap_or(true)
+            keys.iter()
+                .find(|k| k.kid == kid)
+                .map(|k| k.state != KeyState::Active)
+                .unwrap_or(true)
         });
         let body = json!({"keys": jwks}).to_string();
         let set = KeySet {
@@ -354,7 +423,8 @@ mod tests {
         let n = b64url(parsed.modulus().big_endian_without_leading_zero());
         assert_eq!(Some(n.as_str()), k.public_jwk["n"].as_str());
         let signer = Signer::open(&k, &secrets).unwrap();
-        let kp_der: aws_lc_rs::encoding::PublicKeyX509Der = signer.key.public_key().as_der().unwrap();
+        let kp_der: aws_lc_rs::encoding::PublicKeyX509Der =
+            signer.key.public_key().as_der().unwrap();
         assert_eq!(kp_der.as_ref(), der.as_slice());
         let one_line = spki_base64(&k).unwrap();
         assert!(!one_line.contains('\n') && !one_line.contains("BEGIN"));
@@ -376,6 +446,9 @@ mod tests {
         assert!(pk.verify(msg.as_bytes(), &b64url_decode(sig).unwrap()));
         assert!(!pk.verify(b"other", &b64url_decode(sig).unwrap()));
         let wrong = SecretKeys::from_secret(&[5u8; 32]);
-        assert!(matches!(Signer::open(&k, &wrong), Err(KeyError::CannotOpen(_))));
+        assert!(matches!(
+            Signer::open(&k, &wrong),
+            Err(KeyError::CannotOpen(_))
+        ));
     }
 }

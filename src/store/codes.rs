@@ -34,7 +34,7 @@ pub struct AccessTokenRow {
 #[derive(Debug)]
 pub enum Redeemed {
     /// The code was valid and is now used; this caller is the only one that will ever see it.
-    Fresh(AuthCodeRow),
+    Fresh(Box<AuthCodeRow>),
     /// The code had been used already: its grant's tokens are now revoked.
     Replayed { client_id: String },
     /// Unknown or expired.
@@ -56,7 +56,8 @@ type CodeRow = (
     i64,
 );
 
-const CODE_COLUMNS: &str = "code_hash, grant_id, client_id, consumer_id, redirect_uri, scope, nonce, auth_time, \
+const CODE_COLUMNS: &str =
+    "code_hash, grant_id, client_id, consumer_id, redirect_uri, scope, nonce, auth_time, \
                             code_challenge, claims, created_at, expires_at";
 
 impl Store {
@@ -64,7 +65,9 @@ impl Store {
         let sql = format!(
             "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         );
-        execute!(self, sqlx::query(&sql)
+        execute!(
+            self,
+            sqlx::query(&sql)
                 .bind(&c.code_hash)
                 .bind(&c.grant_id)
                 .bind(&c.client_id)
@@ -76,7 +79,8 @@ impl Store {
                 .bind(&c.code_challenge)
                 .bind(&c.claims)
                 .bind(c.created_at)
-                .bind(c.expires_at))?;
+                .bind(c.expires_at)
+        )?;
         Ok(())
     }
 
@@ -88,10 +92,14 @@ impl Store {
              RETURNING {CODE_COLUMNS}"
         );
         let row: Option<CodeRow> = on_pool!(self, |p| {
-            sqlx::query_as(&sql).bind(now).bind(code_hash).fetch_optional(p).await
+            sqlx::query_as(&sql)
+                .bind(now)
+                .bind(code_hash)
+                .fetch_optional(p)
+                .await
         })?;
         if let Some(r) = row {
-            return Ok(Redeemed::Fresh(AuthCodeRow {
+            return Ok(Redeemed::Fresh(Box::new(AuthCodeRow {
                 code_hash: r.0,
                 grant_id: r.1,
                 client_id: r.2,
@@ -104,7 +112,7 @@ impl Store {
                 claims: r.9,
                 created_at: r.10,
                 expires_at: r.11,
-            }));
+            })));
         }
         let used: Option<(String, String)> = on_pool!(self, |p| {
             sqlx::query_as("SELECT grant_id, client_id FROM auth_codes WHERE code_hash = $1 AND used_at IS NOT NULL")
@@ -146,8 +154,21 @@ impl Store {
     }
 
     /// A live (unexpired, unrevoked) access token.
-    pub async fn live_access_token(&self, token_hash: &str, now: i64) -> Result<Option<AccessTokenRow>> {
-        type Row = (String, String, String, String, String, Option<String>, i64, i64);
+    pub async fn live_access_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<AccessTokenRow>> {
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            i64,
+            i64,
+        );
         let row: Option<Row> = on_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT token_hash, grant_id, client_id, consumer_id, scope, claims, created_at, expires_at \
@@ -184,7 +205,11 @@ impl Store {
             let sql = format!(
                 "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at <= $1 LIMIT $2)"
             );
-            let cutoff = if table == "auth_codes" { now - code_grace } else { now };
+            let cutoff = if table == "auth_codes" {
+                now - code_grace
+            } else {
+                now
+            };
             total += execute!(self, sqlx::query(&sql).bind(cutoff).bind(batch))?;
         }
         Ok(total)

@@ -59,7 +59,18 @@ impl std::fmt::Debug for StoredKey {
     }
 }
 
-type Row = (String, String, String, Vec<u8>, String, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+type Row = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
 
 const COLUMNS: &str =
     "kid, alg, public_jwk, private_key, state, created_at, activate_at, activated_at, retired_at, publish_until";
@@ -86,7 +97,9 @@ impl Store {
         let sql = format!(
             "INSERT INTO signing_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
         );
-        let n = execute!(self, sqlx::query(&sql)
+        let n = execute!(
+            self,
+            sqlx::query(&sql)
                 .bind(&k.kid)
                 .bind(&k.alg)
                 .bind(json_text(&k.public_jwk))
@@ -96,7 +109,8 @@ impl Store {
                 .bind(k.activate_at)
                 .bind(k.activated_at)
                 .bind(k.retired_at)
-                .bind(k.publish_until))?;
+                .bind(k.publish_until)
+        )?;
         Ok(n == 1)
     }
 

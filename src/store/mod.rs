@@ -47,13 +47,17 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                StoreError::Unavailable(e)
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
             // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout, PostgreSQL's
             // "cannot connect now" / admin shutdown: transient, not a bug.
             sqlx::Error::Database(d)
-                if matches!(d.code().as_deref(), Some("5") | Some("6") | Some("57P01") | Some("57P03")) =>
+                if matches!(
+                    d.code().as_deref(),
+                    Some("5") | Some("6") | Some("57P01") | Some("57P03")
+                ) =>
             {
                 StoreError::Unavailable(e)
             }
@@ -86,7 +90,10 @@ pub(crate) use on_pool;
 /// the number of rows it affected.
 macro_rules! execute {
     ($store:expr, $query:expr) => {
-        $crate::store::on_pool!($store, |pool| $query.execute(pool).await.map(|r| r.rows_affected()))
+        $crate::store::on_pool!($store, |pool| $query
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
     };
 }
 pub(crate) use execute;
@@ -122,19 +129,37 @@ impl Store {
         match &settings.database_url {
             Some(url) if settings.uses_postgres() => {
                 let opts = PgConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
+                // One direct attempt first, so "connection refused" or "no such database"
+                // reaches the operator instead of a generic pool timeout.
+                match tokio::time::timeout(
+                    acquire,
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts),
+                )
+                .await
+                {
+                    Ok(Ok(conn)) => {
+                        let _ = sqlx::Connection::close(conn).await;
+                    }
+                    Ok(Err(e)) => return Err(StoreError::Unavailable(e)),
+                    Err(_) => return Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+                }
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.db_max_connections)
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await?;
-                Ok(Store { db: Db::Postgres(pool) })
+                Ok(Store {
+                    db: Db::Postgres(pool),
+                })
             }
             Some(url) => {
-                let opts = SqliteConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
+                let opts =
+                    SqliteConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
                 Self::open_sqlite(opts.create_if_missing(true), settings, acquire).await
             }
             None => {
-                std::fs::create_dir_all(&settings.data_dir).map_err(|e| StoreError::Unavailable(e.into()))?;
+                std::fs::create_dir_all(&settings.data_dir)
+                    .map_err(|e| StoreError::Unavailable(e.into()))?;
                 let opts = SqliteConnectOptions::new()
                     .filename(settings.sqlite_path())
                     .create_if_missing(true);
@@ -143,7 +168,11 @@ impl Store {
         }
     }
 
-    async fn open_sqlite(opts: SqliteConnectOptions, settings: &Settings, acquire: Duration) -> Result<Store> {
+    async fn open_sqlite(
+        opts: SqliteConnectOptions,
+        settings: &Settings,
+        acquire: Duration,
+    ) -> Result<Store> {
         let opts = opts
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL: a committed transaction survives a crash of the process; only a
@@ -156,7 +185,9 @@ impl Store {
             .acquire_timeout(acquire)
             .connect_with(opts)
             .await?;
-        Ok(Store { db: Db::Sqlite(pool) })
+        Ok(Store {
+            db: Db::Sqlite(pool),
+        })
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -249,7 +280,9 @@ impl Store {
     pub async fn schema_is_current(&self) -> Result<bool> {
         let latest = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
         let r: std::result::Result<Option<(i64,)>, sqlx::Error> = on_pool!(self, |p| {
-            sqlx::query_as("SELECT MAX(version) FROM brand_idp_migrations").fetch_optional(p).await
+            sqlx::query_as("SELECT MAX(version) FROM brand_idp_migrations")
+                .fetch_optional(p)
+                .await
         });
         match r {
             Ok(Some((v,))) => Ok(v >= latest),
@@ -261,7 +294,9 @@ impl Store {
 
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<()> {
-        let _: (i64,) = on_pool!(self, |p| sqlx::query_as("SELECT 1").fetch_one(p).await)?;
+        let _: (i64,) = on_pool!(self, |p| sqlx::query_as("SELECT CAST(1 AS BIGINT)")
+            .fetch_one(p)
+            .await)?;
         Ok(())
     }
 
@@ -278,7 +313,9 @@ impl Store {
     pub async fn integrity_check(&self) -> Result<String> {
         match &self.db {
             Db::Sqlite(p) => {
-                let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(p).await?;
+                let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+                    .fetch_one(p)
+                    .await?;
                 Ok(s)
             }
             Db::Postgres(_) => Ok("ok".into()),

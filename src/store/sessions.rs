@@ -25,23 +25,29 @@ impl Store {
 
     pub async fn load_session(&self, id_hash: &str, now: i64) -> Result<Option<(String, i64)>> {
         let row: Option<(String, i64)> = on_pool!(self, |p| {
-            sqlx::query_as("SELECT data, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > $2")
-                .bind(id_hash)
-                .bind(now)
-                .fetch_optional(p)
-                .await
+            sqlx::query_as(
+                "SELECT data, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > $2",
+            )
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(p)
+            .await
         })?;
         Ok(row)
     }
 
     pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        execute!(self, sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash))?;
+        execute!(
+            self,
+            sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash)
+        )?;
         Ok(())
     }
 
     pub async fn count_rows(&self, table: &str) -> Result<i64> {
         let table = match table {
-            "sessions" | "auth_codes" | "access_tokens" | "consumers" | "clients" | "signing_keys" => table,
+            "sessions" | "auth_codes" | "access_tokens" | "consumers" | "clients"
+            | "signing_keys" => table,
             _ => return Ok(0),
         };
         let sql = format!("SELECT COUNT(*) FROM {table}");

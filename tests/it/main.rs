@@ -1,1 +1,6 @@
+#![allow(clippy::field_reassign_with_default, dead_code)]
+//! brand-idp's end-to-end tests: one binary, modules per area, a real server on port 0 and
+//! a fresh database (SQLite file or PostgreSQL database) for every test.
 
+mod foundation;
+mod support;
