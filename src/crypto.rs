@@ -47,6 +47,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct SecretKeys {
     seal: std::sync::Arc<LessSafeKey>,
     client_secret_mac: hmac::Key,
+    csrf_mac: hmac::Key,
 }
 
 impl std::fmt::Debug for SecretKeys {
@@ -77,11 +78,13 @@ impl SecretKeys {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"brand-idp v1").extract(secret);
         let seal_key = derive(&prk, "signing-key encryption", 32);
         let mac_key = derive(&prk, "client-secret hash", 32);
+        let csrf_key = derive(&prk, "csrf token", 32);
         SecretKeys {
             seal: std::sync::Arc::new(LessSafeKey::new(
                 UnboundKey::new(&AES_256_GCM, &seal_key).expect("32-byte AES key"),
             )),
             client_secret_mac: hmac::Key::new(hmac::HMAC_SHA256, &mac_key),
+            csrf_mac: hmac::Key::new(hmac::HMAC_SHA256, &csrf_key),
         }
     }
 
@@ -122,6 +125,11 @@ impl SecretKeys {
     pub fn hash_client_secret(&self, secret: &str) -> String {
         let tag = hmac::sign(&self.client_secret_mac, secret.as_bytes());
         format!("hmac-sha256${}", b64url(tag.as_ref()))
+    }
+
+    /// The form token that goes with a CSRF cookie value.
+    pub fn csrf_token(&self, cookie: &str) -> String {
+        b64url(hmac::sign(&self.csrf_mac, cookie.as_bytes()).as_ref())
     }
 
     pub fn verify_client_secret(&self, secret: &str, stored: &str) -> bool {

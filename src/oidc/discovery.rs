@@ -65,6 +65,7 @@ pub fn metadata(s: &Settings) -> Value {
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "display_values_supported": ["page", "popup", "touch"],
         "acr_values_supported": ["loa1"],
+        "authorization_response_iss_parameter_supported": true,
     })
 }
 

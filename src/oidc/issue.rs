@@ -1,0 +1,214 @@
+//! Minting what the flows hand out: authorization codes, access tokens and id_tokens, and
+//! redeeming codes at the token endpoint.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::crypto::{random_token, token_hash};
+use crate::oidc::authorize::{AuthorizeRequest, ResponseType};
+use crate::oidc::claims::{self, granted_scopes, IdTokenInput};
+use crate::oidc::error::{from_store, ErrorCode, OAuthError};
+use crate::oidc::token::verify_pkce;
+use crate::store::{AccessTokenRow, AuthCodeRow, Client, Consumer, Redeemed, StoreError};
+use crate::AppState;
+
+/// Signs an id_token with the active key.
+pub fn sign_id_token(st: &AppState, input: &IdTokenInput<'_>) -> Result<String, OAuthError> {
+    let signer = st.keys.signer().ok_or_else(|| {
+        tracing::error!("no active signing key is loaded");
+        OAuthError::unavailable()
+    })?;
+    Ok(signer.sign_jwt(&claims::id_token_claims(input)))
+}
+
+async fn mint_access_token(
+    st: &AppState,
+    grant_id: &str,
+    client_id: &str,
+    consumer_id: &str,
+    scope: &str,
+    claims: Option<&Value>,
+    now: i64,
+) -> Result<String, OAuthError> {
+    let token = random_token::<32>();
+    st.store
+        .insert_access_token(&AccessTokenRow {
+            token_hash: token_hash(&token),
+            grant_id: grant_id.to_string(),
+            client_id: client_id.to_string(),
+            consumer_id: consumer_id.to_string(),
+            scope: scope.to_string(),
+            claims: claims.map(|c| c.to_string()),
+            created_at: now,
+            expires_at: now + st.settings.access_token_ttl_secs,
+        })
+        .await
+        .map_err(from_store)?;
+    Ok(token)
+}
+
+/// The parameters of a successful authorization response (OIDC Core §3.1.2.5, §3.2.2.5),
+/// before `state` and `iss` are added by the caller.
+pub async fn authorization_response(
+    st: &AppState,
+    req: &AuthorizeRequest,
+    consumer: &Consumer,
+    auth_time: i64,
+) -> Result<Vec<(&'static str, String)>, OAuthError> {
+    let now = st.now();
+    let scope = granted_scopes(&req.scopes).join(" ");
+    let grant_id = random_token::<16>();
+    match req.response_type {
+        ResponseType::Code => {
+            let code = random_token::<32>();
+            st.store
+                .insert_code(&AuthCodeRow {
+                    code_hash: token_hash(&code),
+                    grant_id,
+                    client_id: req.client_id.clone(),
+                    consumer_id: consumer.id.clone(),
+                    redirect_uri: req.redirect_uri.clone(),
+                    scope,
+                    nonce: req.nonce.clone(),
+                    auth_time,
+                    code_challenge: req.code_challenge.clone(),
+                    claims: req.claims.as_ref().map(Value::to_string),
+                    created_at: now,
+                    expires_at: now + st.settings.code_ttl_secs,
+                })
+                .await
+                .map_err(from_store)?;
+            Ok(vec![("code", code)])
+        }
+        ResponseType::IdToken | ResponseType::IdTokenToken => {
+            let access_token = if req.response_type == ResponseType::IdTokenToken {
+                Some(mint_access_token(st, &grant_id, &req.client_id, &consumer.id, &scope, req.claims.as_ref(), now).await?)
+            } else {
+                None
+            };
+            let id_token = sign_id_token(
+                st,
+                &IdTokenInput {
+                    issuer: &st.settings.issuer,
+                    client_id: &req.client_id,
+                    consumer,
+                    now,
+                    ttl: st.settings.id_token_ttl_secs,
+                    auth_time,
+                    nonce: req.nonce.as_deref(),
+                    access_token: access_token.as_deref(),
+                    scope: &scope,
+                    claims_param: req.claims.as_ref(),
+                },
+            )?;
+            let mut out = Vec::with_capacity(4);
+            if let Some(at) = access_token {
+                out.push(("access_token", at));
+                out.push(("token_type", "Bearer".to_string()));
+                out.push(("expires_in", st.settings.access_token_ttl_secs.to_string()));
+            }
+            out.push(("id_token", id_token));
+            Ok(out)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub id_token: String,
+    pub scope: String,
+}
+
+/// Per-client limits at the token endpoint.
+pub fn max_verifier_len(client: &Client) -> usize {
+    client
+        .options
+        .get("max_code_verifier_len")
+        .and_then(Value::as_u64)
+        .map(|n| n.clamp(128, 512) as usize)
+        .unwrap_or(crate::oidc::token::MAX_VERIFIER_LEN)
+}
+
+/// RFC 6749 §4.1.3 for an authenticated client.
+pub async fn exchange_code(
+    st: &AppState,
+    client: &Client,
+    code: Option<&str>,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
+    let code = code.ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+    if code.len() > 512 {
+        return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
+    }
+    let now = st.now();
+    let row = match st.store.redeem_code(&token_hash(code), now).await.map_err(from_store)? {
+        Redeemed::Fresh(row) => row,
+        Redeemed::Replayed { client_id } => {
+            tracing::warn!(client_id = %client_id, "authorization code replayed; the grant's tokens are revoked");
+            return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
+        }
+        Redeemed::Invalid => return Err(OAuthError::invalid_grant("the code is invalid, expired or already used")),
+    };
+    if row.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant("the code was not issued to this client"));
+    }
+    if redirect_uri != Some(row.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+    }
+    if client.is_public() && row.code_challenge.is_none() {
+        return Err(OAuthError::invalid_grant("public clients must use PKCE"));
+    }
+    verify_pkce(row.code_challenge.as_deref(), code_verifier, max_verifier_len(client))?;
+    let consumer = match st.store.consumer_by_id(&row.consumer_id).await {
+        Ok(c) if !c.disabled => c,
+        Ok(_) | Err(StoreError::NotFound) => return Err(OAuthError::invalid_grant("the account is no longer active")),
+        Err(e) => return Err(from_store(e)),
+    };
+    let claims_param: Option<Value> = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok());
+    let access_token =
+        mint_access_token(st, &row.grant_id, &client.client_id, &consumer.id, &row.scope, claims_param.as_ref(), now).await?;
+    let id_token = sign_id_token(
+        st,
+        &IdTokenInput {
+            issuer: &st.settings.issuer,
+            client_id: &client.client_id,
+            consumer: &consumer,
+            now,
+            ttl: st.settings.id_token_ttl_secs,
+            auth_time: row.auth_time,
+            nonce: row.nonce.as_deref(),
+            access_token: Some(&access_token),
+            scope: &row.scope,
+            claims_param: claims_param.as_ref(),
+        },
+    )?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: st.settings.access_token_ttl_secs,
+        id_token,
+        scope: row.scope,
+    })
+}
+
+/// OIDC Core §5.3: the claims an access token may see.
+pub async fn userinfo(st: &AppState, token: &str) -> Result<Value, OAuthError> {
+    let invalid = || OAuthError::new(ErrorCode::InvalidToken, "the access token is invalid, expired or revoked");
+    if token.len() > 512 {
+        return Err(invalid());
+    }
+    let row = st.store.live_access_token(&token_hash(token), st.now()).await.map_err(from_store)?.ok_or_else(invalid)?;
+    let consumer = match st.store.consumer_by_id(&row.consumer_id).await {
+        Ok(c) if !c.disabled => c,
+        Ok(_) | Err(StoreError::NotFound) => return Err(invalid()),
+        Err(e) => return Err(from_store(e)),
+    };
+    let claims_param: Option<Value> = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok());
+    let mut m = claims::user_claims(&consumer, &claims::requested_names(&row.scope, claims_param.as_ref(), "userinfo"));
+    m.insert("sub".into(), Value::String(consumer.id));
+    Ok(Value::Object(m))
+}
