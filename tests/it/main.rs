@@ -2,5 +2,6 @@
 //! brand-idp's end-to-end tests: one binary, modules per area, a real server on port 0 and
 //! a fresh database (SQLite file or PostgreSQL database) for every test.
 
+mod flows;
 mod foundation;
 mod support;
