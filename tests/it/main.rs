@@ -4,4 +4,5 @@
 
 mod flows;
 mod foundation;
+mod serve;
 mod support;
