@@ -44,6 +44,12 @@ enum Command {
     CheckConfig,
     /// Print a new random secret key for BRAND_IDP_SECRET_KEY.
     GenSecretKey,
+    /// Measure how long one password hash takes with the configured argon2id parameters.
+    MeasureHash {
+        /// How many hashes to time.
+        #[arg(long, default_value_t = 20)]
+        count: u32,
+    },
     /// Manage relying parties.
     #[command(subcommand)]
     Client(ClientCmd),
@@ -246,8 +252,17 @@ fn print(json_out: bool, value: &Value, text: impl FnOnce() -> String) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
     let j = cli.json;
+    if let Command::GenSecretKey = cli.command {
+        // Needs no configuration: it is how the configuration gets its key.
+        let key = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            crate::crypto::random_bytes::<32>(),
+        );
+        print(j, &json!({"secret_key": key}), || key.clone());
+        return Ok(());
+    }
+    let settings = Settings::load(cli.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
     match cli.command {
         Command::Serve => {
             crate::telemetry::init(settings.log_format, &settings.log_level);
@@ -281,12 +296,28 @@ async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<
             });
             Ok(())
         }
-        Command::GenSecretKey => {
-            let key = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                crate::crypto::random_bytes::<32>(),
+        Command::GenSecretKey => unreachable!("handled by run"),
+        Command::MeasureHash { count } => {
+            let count = count.clamp(1, 10_000);
+            let (m, t, p) = (
+                settings.argon2_memory_kib,
+                settings.argon2_iterations,
+                settings.argon2_parallelism,
             );
-            print(j, &json!({"secret_key": key}), || key.clone());
+            let times = tokio::task::spawn_blocking(move || {
+                crate::consumers::password::measure(m, t, p, count)
+            })
+            .await?;
+            let ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+            let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+            let min = ms.iter().cloned().fold(f64::MAX, f64::min);
+            let max = ms.iter().cloned().fold(0.0, f64::max);
+            let v = json!({"memory_kib": m, "iterations": t, "parallelism": p, "count": count,
+                           "mean_ms": (mean * 100.0).round() / 100.0, "min_ms": (min * 100.0).round() / 100.0,
+                           "max_ms": (max * 100.0).round() / 100.0, "hashes_per_second_per_core": (1000.0 / mean).round()});
+            print(j, &v, || {
+                format!("argon2id m={m} KiB, t={t}, p={p}: {mean:.1} ms per hash (min {min:.1}, max {max:.1}, {count} hashes), about {:.0} hashes/s per core", 1000.0 / mean)
+            });
             Ok(())
         }
         Command::Migrate => {
@@ -322,9 +353,13 @@ async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<
             consumer_cmd(c, &store, &settings, j, now).await
         }
         Command::Keys(k) => {
-            let secrets = crate::resolve_secret_key(&settings)?;
+            // Listing and exporting public keys needs no secret; creating one does.
+            let secrets = match k {
+                KeysCmd::Rotate { .. } => Some(crate::resolve_secret_key(&settings)?),
+                _ => None,
+            };
             let store = crate::open_store(&settings).await?;
-            keys_cmd(k, &store, &secrets, &settings, j, now).await
+            keys_cmd(k, &store, secrets.as_ref(), &settings, j, now).await
         }
     }
 }
@@ -684,7 +719,7 @@ fn key_json(k: &crate::store::StoredKey) -> Value {
 async fn keys_cmd(
     cmd: KeysCmd,
     store: &Store,
-    secrets: &crate::crypto::SecretKeys,
+    secrets: Option<&crate::crypto::SecretKeys>,
     settings: &Settings,
     j: bool,
     now: i64,
@@ -739,6 +774,7 @@ async fn keys_cmd(
             Ok(())
         }
         KeysCmd::Rotate { activate_after } => {
+            let secrets = secrets.expect("resolved for rotate");
             keys::bootstrap(store, secrets, settings.key_size, now, grace).await?;
             let k = keys::rotate(store, secrets, settings.key_size, now, activate_after as i64, grace)
                 .await
@@ -772,7 +808,7 @@ async fn keys_cmd(
                 KeyFormat::Pem => keys::spki_pem(k)?.trim_end().to_string(),
                 KeyFormat::Jwk => k.public_jwk.to_string(),
             };
-            let v = json!({"kid": k.kid, "format": format!("{format:?}"), "state": k.state.as_str(), "public_key": match format {
+            let v = json!({"kid": k.kid, "format": format.to_possible_value().map(|v| v.get_name().to_string()), "state": k.state.as_str(), "public_key": match format {
                 KeyFormat::Jwk => k.public_jwk.clone(),
                 _ => Value::String(text.clone()),
             }});

@@ -90,7 +90,7 @@ pub fn resolve_secret_key(s: &Settings) -> anyhow::Result<SecretKeys> {
             .map_err(|e| anyhow::anyhow!("the secret key file {} {e}", path.display()))?;
         return Ok(SecretKeys::from_secret(&bytes));
     }
-    std::fs::create_dir_all(&s.data_dir)
+    store::ensure_private_dir(&s.data_dir)
         .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
     let key = crypto::random_bytes::<32>();
     let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);

@@ -155,6 +155,19 @@ impl Hasher {
     }
 }
 
+/// Times `count` hashes of a random password with the given parameters (for choosing them).
+pub fn measure(m_kib: u32, t: u32, p: u32, count: u32) -> Vec<std::time::Duration> {
+    let params = Params::new(m_kib, t, p, None).expect("validated parameters");
+    (0..count)
+        .map(|_| {
+            let pw = random_bytes::<16>();
+            let start = std::time::Instant::now();
+            let _ = hash_sync(&params, &pw);
+            start.elapsed()
+        })
+        .collect()
+}
+
 fn check(password: &Password) -> Result<(), HashError> {
     if password.is_empty() {
         return Err(HashError::Empty);

@@ -16,35 +16,71 @@ use crate::store::StoreError;
 use crate::AppState;
 
 pub async fn get(State(st): State<AppState>, session: Session, RawQuery(q): RawQuery) -> Response {
-    let pairs = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
+    let pairs = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
     handle(&st, &session, pairs).await
 }
 
-pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(st): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
     if !form {
-        return untrusted(&st, &UntrustedError::Malformed("The request must be sent as a form (application/x-www-form-urlencoded)."));
+        return untrusted(
+            &st,
+            &UntrustedError::Malformed(
+                "The request must be sent as a form (application/x-www-form-urlencoded).",
+            ),
+        );
     }
     let pairs = url::form_urlencoded::parse(&body).into_owned().collect();
     handle(&st, &session, pairs).await
 }
 
 fn untrusted(st: &AppState, e: &UntrustedError) -> Response {
-    error_page(&st.settings, StatusCode::BAD_REQUEST, "This sign-in request cannot be completed", e.message(), Some("invalid_request"))
+    error_page(
+        &st.settings,
+        StatusCode::BAD_REQUEST,
+        "This sign-in request cannot be completed",
+        e.message(),
+        Some("invalid_request"),
+    )
 }
 
 /// Per-client validation allowances from the client's options.
 pub fn policy(client: &crate::store::Client) -> ClientPolicy {
-    ClientPolicy { nonce_optional: client.options.get("nonce_optional").and_then(|v| v.as_bool()).unwrap_or(false) }
+    ClientPolicy {
+        nonce_optional: client
+            .options
+            .get("nonce_optional")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+    }
 }
 
 async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) -> Response {
     let params = match Params::from_pairs(pairs) {
         Ok(p) => p,
-        Err(m) => return untrusted(st, &UntrustedError::Malformed(if m.is_empty() { "Malformed request." } else { "The request has too many parameters." })),
+        Err(m) => {
+            return untrusted(
+                st,
+                &UntrustedError::Malformed(if m.is_empty() {
+                    "Malformed request."
+                } else {
+                    "The request has too many parameters."
+                }),
+            )
+        }
     };
     // Step 1: who is asking, and is the return address theirs? Until both are known,
     // errors are shown here and never redirected.
@@ -62,7 +98,9 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         Err(e) => return untrusted(st, &e),
     };
     // Step 2: everything else; errors go back to the client.
-    let state = params.get("state").filter(|s| s.len() <= authorize::MAX_STATE_LEN);
+    let state = params
+        .get("state")
+        .filter(|s| s.len() <= authorize::MAX_STATE_LEN);
     let issuer = st.settings.issuer.as_str();
     let mode = authorize::error_mode(&params);
     let fail = |e: &OAuthError| error_to_client(&redirect_uri, mode, e, state, issuer);
@@ -75,7 +113,11 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         None => None,
         Some(h) => match hint::verify(h, &keys, issuer) {
             Some(h) => Some(h.subject),
-            None => return fail(&OAuthError::invalid_request("id_token_hint is not a valid id_token from this server")),
+            None => {
+                return fail(&OAuthError::invalid_request(
+                    "id_token_hint is not a valid id_token from this server",
+                ))
+            }
         },
     };
     let current = match session::current(st, session).await {
@@ -83,10 +125,17 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         Err(e) => return fail(&e),
     };
     let now = st.now();
-    match authorize::decide(&req, current.as_ref().map(|(l, _)| l), hint_subject.as_deref(), now) {
+    match authorize::decide(
+        &req,
+        current.as_ref().map(|(l, _)| l),
+        hint_subject.as_deref(),
+        now,
+    ) {
         SessionDecision::Fail(code) => {
             let msg = match code {
-                ErrorCode::LoginRequired => "the consumer must log in, and prompt=none forbids asking",
+                ErrorCode::LoginRequired => {
+                    "the consumer must log in, and prompt=none forbids asking"
+                }
                 _ => "interaction is required",
             };
             fail(&OAuthError::new(code, msg))
@@ -105,10 +154,17 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
                         out.push(("state", s.clone()));
                     }
                     out.push(("iss", issuer.to_string()));
-                    let pairs: Vec<(&str, &str)> = out.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let pairs: Vec<(&str, &str)> =
+                        out.iter().map(|(k, v)| (*k, v.as_str())).collect();
                     to_client(&redirect_uri, req.response_mode, &pairs)
                 }
-                Err(e) => error_to_client(&redirect_uri, req.response_mode, &e, req.state.as_deref(), issuer),
+                Err(e) => error_to_client(
+                    &redirect_uri,
+                    req.response_mode,
+                    &e,
+                    req.state.as_deref(),
+                    issuer,
+                ),
             }
         }
     }

@@ -29,17 +29,30 @@ fn safe_return_to(r: Option<&str>) -> Option<&str> {
     r.filter(|r| r.starts_with("/authorize?") && r.len() <= 64 * 1024)
 }
 
-fn return_param<'a>(return_to: &'a str, name: &str) -> Option<String> {
+fn return_param(return_to: &str, name: &str) -> Option<String> {
     let q = return_to.split_once('?').map(|(_, q)| q)?;
-    url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 async fn client_name(st: &AppState, return_to: &str) -> Option<String> {
     let id = return_param(return_to, "client_id")?;
-    st.store.client(&id).await.ok().map(|c| c.name.unwrap_or(c.client_id))
+    st.store
+        .client(&id)
+        .await
+        .ok()
+        .map(|c| c.name.unwrap_or(c.client_id))
 }
 
-async fn render(st: &AppState, headers: &HeaderMap, status: StatusCode, return_to: &str, username: &str, error: Option<&str>) -> Response {
+async fn render(
+    st: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    return_to: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
     let csrf = csrf_for(st, headers);
     let page = LoginPage {
         brand: Brand::from(&st.settings),
@@ -58,7 +71,11 @@ async fn render(st: &AppState, headers: &HeaderMap, status: StatusCode, return_t
     res
 }
 
-pub async fn get(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+pub async fn get(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     let return_to = safe_return_to(q.return_to.as_deref()).unwrap_or("");
     let hint = return_param(return_to, "login_hint").unwrap_or_default();
     let hint: String = hint.chars().take(128).collect();
@@ -76,19 +93,48 @@ pub struct LoginForm {
     return_to: String,
 }
 
-pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(st): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
-        return error_page(&st.settings, StatusCode::BAD_REQUEST, "Sign-in failed", "The form was not understood.", Some("invalid_request"));
+        return error_page(
+            &st.settings,
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The form was not understood.",
+            Some("invalid_request"),
+        );
     };
-    let return_to = safe_return_to(Some(&form.return_to)).unwrap_or("").to_string();
+    let return_to = safe_return_to(Some(&form.return_to))
+        .unwrap_or("")
+        .to_string();
     if !csrf_ok(&st, &headers, form.csrf.as_deref()) {
         // Stale or forged form: show a fresh one rather than a dead end.
-        return render(&st, &headers, StatusCode::FORBIDDEN, &return_to, "", Some("This page expired. Please sign in again.")).await;
+        return render(
+            &st,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &return_to,
+            "",
+            Some("This page expired. Please sign in again."),
+        )
+        .await;
     }
     let username = form.username.trim();
     let password = Password::new(form.password);
     if username.is_empty() || username.len() > 256 || password.is_empty() {
-        return render(&st, &headers, StatusCode::UNAUTHORIZED, &return_to, username, Some("Enter your username and password.")).await;
+        return render(
+            &st,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            &return_to,
+            username,
+            Some("Enter your username and password."),
+        )
+        .await;
     }
     let consumer = match st.store.consumer_by_username(username).await {
         Ok(c) => Some(c),
@@ -96,11 +142,21 @@ pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderM
         Err(e) => return server_error_page(&st.settings, &from_store(e)),
     };
     // Unknown usernames verify against a dummy hash: same work, same answer.
-    let verified = st.hasher.verify(&password, consumer.as_ref().and_then(|c| c.password_hash.as_deref())).await;
+    let verified = st
+        .hasher
+        .verify(
+            &password,
+            consumer.as_ref().and_then(|c| c.password_hash.as_deref()),
+        )
+        .await;
     let consumer = match (verified, consumer) {
         (Verified::Valid { rehash }, Some(c)) if !c.disabled => {
             if let (Some(new), Some(old)) = (rehash, c.password_hash.as_deref()) {
-                if let Err(e) = st.store.upgrade_password_hash(&c.id, old, &new, st.now()).await {
+                if let Err(e) = st
+                    .store
+                    .upgrade_password_hash(&c.id, old, &new, st.now())
+                    .await
+                {
                     tracing::warn!(error = %e, "could not store the upgraded password hash");
                 }
             }
@@ -108,7 +164,15 @@ pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderM
         }
         _ => {
             tracing::info!("login failed");
-            return render(&st, &headers, StatusCode::UNAUTHORIZED, &return_to, username, Some(FAILED)).await;
+            return render(
+                &st,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                &return_to,
+                username,
+                Some(FAILED),
+            )
+            .await;
         }
     };
     if let Err(e) = session::log_in(&session, &consumer.id, st.now()).await {
@@ -124,7 +188,11 @@ pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderM
 
 pub async fn done(State(st): State<AppState>, session: Session) -> Response {
     match session::current(&st, &session).await {
-        Ok(Some(_)) => message_page(&st.settings, "Signed in", "You are signed in. You can close this page."),
+        Ok(Some(_)) => message_page(
+            &st.settings,
+            "Signed in",
+            "You are signed in. You can close this page.",
+        ),
         Ok(None) => see_other("/login"),
         Err(e) => server_error_page(&st.settings, &e),
     }

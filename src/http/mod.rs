@@ -16,7 +16,9 @@ use axum::http::{header, HeaderName, HeaderValue, Request};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -34,7 +36,9 @@ struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&crate::crypto::random_token::<12>()).ok().map(RequestId::new)
+        HeaderValue::from_str(&crate::crypto::random_token::<12>())
+            .ok()
+            .map(RequestId::new)
     }
 }
 
@@ -48,7 +52,10 @@ pub fn router(state: AppState) -> Router {
         .route("/logout/confirm", post(logout::confirm))
         .layer(session::layer(&state));
     let mut router = Router::new()
-        .route("/.well-known/openid-configuration", get(wellknown::discovery))
+        .route(
+            "/.well-known/openid-configuration",
+            get(wellknown::discovery),
+        )
         .route("/jwks.json", get(wellknown::jwks))
         .route("/token", post(token::token))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
@@ -58,8 +65,14 @@ pub fn router(state: AppState) -> Router {
         .merge(browser)
         .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")));
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
     if state.settings.is_https() {
         router = router.layer(SetResponseHeaderLayer::if_not_present(
             header::STRICT_TRANSPORT_SECURITY,

@@ -82,7 +82,18 @@ pub async fn authorization_response(
         }
         ResponseType::IdToken | ResponseType::IdTokenToken => {
             let access_token = if req.response_type == ResponseType::IdTokenToken {
-                Some(mint_access_token(st, &grant_id, &req.client_id, &consumer.id, &scope, req.claims.as_ref(), now).await?)
+                Some(
+                    mint_access_token(
+                        st,
+                        &grant_id,
+                        &req.client_id,
+                        &consumer.id,
+                        &scope,
+                        req.claims.as_ref(),
+                        now,
+                    )
+                    .await?,
+                )
             } else {
                 None
             };
@@ -142,35 +153,69 @@ pub async fn exchange_code(
 ) -> Result<TokenResponse, OAuthError> {
     let code = code.ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
     if code.len() > 512 {
-        return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
+        return Err(OAuthError::invalid_grant(
+            "the code is invalid, expired or already used",
+        ));
     }
     let now = st.now();
-    let row = match st.store.redeem_code(&token_hash(code), now).await.map_err(from_store)? {
+    let row = match st
+        .store
+        .redeem_code(&token_hash(code), now)
+        .await
+        .map_err(from_store)?
+    {
         Redeemed::Fresh(row) => row,
         Redeemed::Replayed { client_id } => {
             tracing::warn!(client_id = %client_id, "authorization code replayed; the grant's tokens are revoked");
-            return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
+            return Err(OAuthError::invalid_grant(
+                "the code is invalid, expired or already used",
+            ));
         }
-        Redeemed::Invalid => return Err(OAuthError::invalid_grant("the code is invalid, expired or already used")),
+        Redeemed::Invalid => {
+            return Err(OAuthError::invalid_grant(
+                "the code is invalid, expired or already used",
+            ))
+        }
     };
     if row.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant("the code was not issued to this client"));
+        return Err(OAuthError::invalid_grant(
+            "the code was not issued to this client",
+        ));
     }
     if redirect_uri != Some(row.redirect_uri.as_str()) {
-        return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
     }
     if client.is_public() && row.code_challenge.is_none() {
         return Err(OAuthError::invalid_grant("public clients must use PKCE"));
     }
-    verify_pkce(row.code_challenge.as_deref(), code_verifier, max_verifier_len(client))?;
+    verify_pkce(
+        row.code_challenge.as_deref(),
+        code_verifier,
+        max_verifier_len(client),
+    )?;
     let consumer = match st.store.consumer_by_id(&row.consumer_id).await {
         Ok(c) if !c.disabled => c,
-        Ok(_) | Err(StoreError::NotFound) => return Err(OAuthError::invalid_grant("the account is no longer active")),
+        Ok(_) | Err(StoreError::NotFound) => {
+            return Err(OAuthError::invalid_grant("the account is no longer active"))
+        }
         Err(e) => return Err(from_store(e)),
     };
-    let claims_param: Option<Value> = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok());
-    let access_token =
-        mint_access_token(st, &row.grant_id, &client.client_id, &consumer.id, &row.scope, claims_param.as_ref(), now).await?;
+    let claims_param: Option<Value> = row
+        .claims
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok());
+    let access_token = mint_access_token(
+        st,
+        &row.grant_id,
+        &client.client_id,
+        &consumer.id,
+        &row.scope,
+        claims_param.as_ref(),
+        now,
+    )
+    .await?;
     let id_token = sign_id_token(
         st,
         &IdTokenInput {
@@ -197,18 +242,34 @@ pub async fn exchange_code(
 
 /// OIDC Core §5.3: the claims an access token may see.
 pub async fn userinfo(st: &AppState, token: &str) -> Result<Value, OAuthError> {
-    let invalid = || OAuthError::new(ErrorCode::InvalidToken, "the access token is invalid, expired or revoked");
+    let invalid = || {
+        OAuthError::new(
+            ErrorCode::InvalidToken,
+            "the access token is invalid, expired or revoked",
+        )
+    };
     if token.len() > 512 {
         return Err(invalid());
     }
-    let row = st.store.live_access_token(&token_hash(token), st.now()).await.map_err(from_store)?.ok_or_else(invalid)?;
+    let row = st
+        .store
+        .live_access_token(&token_hash(token), st.now())
+        .await
+        .map_err(from_store)?
+        .ok_or_else(invalid)?;
     let consumer = match st.store.consumer_by_id(&row.consumer_id).await {
         Ok(c) if !c.disabled => c,
         Ok(_) | Err(StoreError::NotFound) => return Err(invalid()),
         Err(e) => return Err(from_store(e)),
     };
-    let claims_param: Option<Value> = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok());
-    let mut m = claims::user_claims(&consumer, &claims::requested_names(&row.scope, claims_param.as_ref(), "userinfo"));
+    let claims_param: Option<Value> = row
+        .claims
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok());
+    let mut m = claims::user_claims(
+        &consumer,
+        &claims::requested_names(&row.scope, claims_param.as_ref(), "userinfo"),
+    );
     m.insert("sub".into(), Value::String(consumer.id));
     Ok(Value::Object(m))
 }

@@ -323,9 +323,17 @@ impl Store {
     }
 }
 
-/// Creates the SQLite file's folder; used by commands that open the embedded database.
-pub fn ensure_dir(p: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(p)
+/// Creates the data directory readable only by its owner (it holds the database and the
+/// secret key); an existing directory is left as it is.
+pub fn ensure_private_dir(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if p.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
 }
 
 pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {

@@ -292,32 +292,63 @@ impl TestApp {
 impl TestApp {
     /// Registers a confidential client (a secret is returned) or a public one (`secret` None
     /// and `public` true).
-    pub async fn add_client(&self, id: &str, redirect_uris: &[&str], response_types: &[&str], post_logout: &[&str], public: bool) -> Option<String> {
-        let (mut new, secret) = brand_idp::oidc::clients::register(brand_idp::oidc::clients::Registration {
-            client_id: id.into(),
-            secret: None,
-            public,
-            name: Some(format!("{id} app")),
-            redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
-            post_logout_redirect_uris: post_logout.iter().map(|s| s.to_string()).collect(),
-            response_types: response_types.iter().map(|s| s.to_string()).collect(),
-            auth_method: None,
-        })
-        .expect("valid registration");
-        new.secret_hash = secret.as_deref().map(|s| self.app.state.secrets.hash_client_secret(s));
-        self.app.state.store.create_client(&new, self.app.state.now()).await.expect("create client");
+    pub async fn add_client(
+        &self,
+        id: &str,
+        redirect_uris: &[&str],
+        response_types: &[&str],
+        post_logout: &[&str],
+        public: bool,
+    ) -> Option<String> {
+        let (mut new, secret) =
+            brand_idp::oidc::clients::register(brand_idp::oidc::clients::Registration {
+                client_id: id.into(),
+                secret: None,
+                public,
+                name: Some(format!("{id} app")),
+                redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
+                post_logout_redirect_uris: post_logout.iter().map(|s| s.to_string()).collect(),
+                response_types: response_types.iter().map(|s| s.to_string()).collect(),
+                auth_method: None,
+            })
+            .expect("valid registration");
+        new.secret_hash = secret
+            .as_deref()
+            .map(|s| self.app.state.secrets.hash_client_secret(s));
+        self.app
+            .state
+            .store
+            .create_client(&new, self.app.state.now())
+            .await
+            .expect("create client");
         secret
     }
 
-    pub async fn add_consumer(&self, username: &str, password: &str, profile: brand_idp::store::Profile) -> brand_idp::store::Consumer {
+    pub async fn add_consumer(
+        &self,
+        username: &str,
+        password: &str,
+        profile: brand_idp::store::Profile,
+    ) -> brand_idp::store::Consumer {
         let st = &self.app.state;
-        brand_idp::consumers::create(&st.store, &st.hasher, username, Some(&brand_idp::consumers::Password::new(password)), profile, st.now())
-            .await
-            .expect("create consumer")
+        brand_idp::consumers::create(
+            &st.store,
+            &st.hasher,
+            username,
+            Some(&brand_idp::consumers::Password::new(password)),
+            profile,
+            st.now(),
+        )
+        .await
+        .expect("create consumer")
     }
 
     /// GETs a login page and returns the CSRF token in its form.
-    pub async fn login_page(&self, http: &reqwest::Client, path_and_query: &str) -> (reqwest::StatusCode, String, String) {
+    pub async fn login_page(
+        &self,
+        http: &reqwest::Client,
+        path_and_query: &str,
+    ) -> (reqwest::StatusCode, String, String) {
         let res = http.get(self.url(path_and_query)).send().await.unwrap();
         let status = res.status();
         let body = res.text().await.unwrap();
@@ -326,12 +357,23 @@ impl TestApp {
     }
 
     /// Logs in through the real form; returns the response to the POST.
-    pub async fn login_with(&self, http: &reqwest::Client, username: &str, password: &str, return_to: &str) -> reqwest::Response {
+    pub async fn login_with(
+        &self,
+        http: &reqwest::Client,
+        username: &str,
+        password: &str,
+        return_to: &str,
+    ) -> reqwest::Response {
         let mut login = url::form_urlencoded::Serializer::new(String::from("/login?"));
         login.append_pair("return_to", return_to);
         let (_, csrf, _) = self.login_page(http, &login.finish()).await;
         http.post(self.url("/login"))
-            .form(&[("username", username), ("password", password), ("csrf", &csrf), ("return_to", return_to)])
+            .form(&[
+                ("username", username),
+                ("password", password),
+                ("csrf", &csrf),
+                ("return_to", return_to),
+            ])
             .send()
             .await
             .unwrap()
@@ -339,7 +381,13 @@ impl TestApp {
 
     /// Follows an authorization request through the login page (if asked) to the
     /// client's redirect URI, and returns that final Location.
-    pub async fn authorize_as(&self, http: &reqwest::Client, authorize_url: &str, username: &str, password: &str) -> url::Url {
+    pub async fn authorize_as(
+        &self,
+        http: &reqwest::Client,
+        authorize_url: &str,
+        username: &str,
+        password: &str,
+    ) -> url::Url {
         let res = http.get(authorize_url).send().await.unwrap();
         let mut loc = location(&res);
         if loc.starts_with("/login?") {
@@ -350,7 +398,12 @@ impl TestApp {
                 .map(|(_, v)| v.into_owned())
                 .expect("return_to");
             let res = self.login_with(http, username, password, &return_to).await;
-            assert_eq!(res.status(), 303, "login failed: {}", res.text().await.unwrap_or_default());
+            assert_eq!(
+                res.status(),
+                303,
+                "login failed: {}",
+                res.text().await.unwrap_or_default()
+            );
             loc = location(&res);
             assert!(loc.starts_with("/authorize?"), "{loc}");
             let res = http.get(self.url(&loc)).send().await.unwrap();
@@ -378,14 +431,22 @@ pub fn hidden_value(html: &str, name: &str) -> Option<String> {
 
 /// Query (or fragment) parameters of a URL as a map.
 pub fn params_of(s: Option<&str>) -> std::collections::HashMap<String, String> {
-    url::form_urlencoded::parse(s.unwrap_or("").as_bytes()).into_owned().collect()
+    url::form_urlencoded::parse(s.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// The HTTP client the `openidconnect` crate uses: reqwest, redirects off.
-pub async fn rp_http(req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, reqwest::Error> {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+pub async fn rp_http(
+    req: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, reqwest::Error> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let (parts, body) = req.into_parts();
-    let mut r = client.request(parts.method, parts.uri.to_string()).body(body);
+    let mut r = client
+        .request(parts.method, parts.uri.to_string())
+        .body(body);
     for (k, v) in parts.headers.iter() {
         r = r.header(k, v);
     }
