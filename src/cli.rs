@@ -18,11 +18,7 @@ use crate::oidc::clients::{self as client_rules, Registration};
 use crate::store::{AuthMethod, Profile, Store, StoreError};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "brand-idp",
-    version,
-    about = "OpenID Connect identity provider for LiveEngage brands"
-)]
+#[command(name = "brand-idp", version, about = "OpenID Connect identity provider for LiveEngage brands")]
 pub struct Cli {
     /// TOML configuration file (also BRAND_IDP_CONFIG).
     #[arg(long, global = true, env = "BRAND_IDP_CONFIG", value_name = "FILE")]
@@ -59,9 +55,92 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// LiveEngage (LivePerson Conversational Cloud) integration.
+    #[command(subcommand)]
+    Liveengage(LiveEngageCmd),
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+enum LiveEngageCmd {
+    /// Give an existing client the LiveEngage profile, or change it.
+    Configure {
+        #[arg(long)]
+        client_id: String,
+        #[command(flatten)]
+        profile: LiveEngageArgs,
+        #[command(flatten)]
+        encryption: EncryptionArgs,
+    },
+    /// Print every value to paste into LiveEngage's connector screen, and the script tag.
+    Settings {
+        #[arg(long)]
+        client_id: String,
+    },
+}
+
+/// The LiveEngage profile's options (on `client create --liveengage` and `liveengage configure`).
+#[derive(Args, Debug, Default)]
+struct LiveEngageArgs {
+    /// Origin of a brand page that includes /liveengage.js, such as https://www.brand.example (repeat).
+    #[arg(long = "web-origin")]
+    web_origins: Vec<String>,
+    /// A LiveEngage window URL accepted as redirect URI (repeat; default: LiveEngage's unified window).
+    #[arg(long = "window-url")]
+    window_urls: Vec<String>,
+    /// What the embedded window hands to LiveEngage.
+    #[arg(long, value_enum)]
+    flow: Option<CliFlow>,
+    /// LiveEngage's connector has PKCE switched on.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pkce: Option<bool>,
+    /// The JS method name configured in LiveEngage.
+    #[arg(long)]
+    js_method: Option<String>,
+    /// The JS context configured in LiveEngage (window, or an object path such as lpMethods).
+    #[arg(long)]
+    js_context: Option<String>,
+}
+
+#[derive(Args, Debug, Default)]
+struct EncryptionArgs {
+    /// LivePerson's RSA public key (one line of base64 DER SPKI) to encrypt id_tokens with.
+    #[arg(long, conflicts_with_all = ["encryption_key_file", "no_encryption"])]
+    encryption_key: Option<String>,
+    /// Read LivePerson's public key from a file (one line, or PEM).
+    #[arg(long, conflicts_with = "no_encryption")]
+    encryption_key_file: Option<PathBuf>,
+    /// The JWE kid LivePerson gave with its key.
+    #[arg(long)]
+    encryption_kid: Option<String>,
+    /// Content encryption: A128CBC-HS256 (default) or A256GCM.
+    #[arg(long)]
+    encryption_enc: Option<String>,
+    /// Which flows get encrypted id_tokens: implicit, code, or both (repeat). Default: implicit.
+    #[arg(long = "encrypt-flow", value_enum)]
+    encrypt_flows: Vec<CliFlow>,
+    /// Turn encryption off.
+    #[arg(long)]
+    no_encryption: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum CliFlow {
+    Implicit,
+    Code,
+}
+
+impl From<CliFlow> for crate::liveengage::Flow {
+    fn from(f: CliFlow) -> Self {
+        match f {
+            CliFlow::Implicit => crate::liveengage::Flow::Implicit,
+            CliFlow::Code => crate::liveengage::Flow::Code,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum ClientCmd {
     /// Register a client; a strong secret is generated and printed once unless given.
     Create(ClientCreate),
@@ -92,7 +171,7 @@ struct ClientCreate {
     #[arg(long)]
     public: bool,
     /// Registered redirect URI (repeat for several).
-    #[arg(long = "redirect-uri", required = true)]
+    #[arg(long = "redirect-uri", required_unless_present = "liveengage")]
     redirect_uris: Vec<String>,
     /// Allowed response type: code, id_token or "id_token token" (repeat; default code).
     #[arg(long = "response-type")]
@@ -105,6 +184,13 @@ struct ClientCreate {
     auth_method: CliAuthMethod,
     #[arg(long)]
     name: Option<String>,
+    /// Set the client up for LiveEngage: response types code, id_token and the legacy token,
+    /// redirect URIs https://liveperson.net and LiveEngage's window, no nonce required,
+    /// PKCE verifiers up to 512 characters, lp_sdes in id_tokens.
+    #[arg(long)]
+    liveengage: bool,
+    #[command(flatten)]
+    le: LiveEngageArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -124,6 +210,16 @@ enum ConsumerCmd {
         username: String,
         #[command(flatten)]
         password: PasswordSource,
+    },
+    /// Store a consumer's LiveEngage attributes (the lp_sdes array) from a JSON file.
+    SetAttributes {
+        username: String,
+        /// JSON file: [{"type": "ctmrinfo", "info": {...}}, {"type": "personal", "personal": {...}}]
+        #[arg(long, required_unless_present = "clear")]
+        file: Option<PathBuf>,
+        /// Remove the attributes.
+        #[arg(long, conflicts_with = "file")]
+        clear: bool,
     },
     Disable {
         username: String,
@@ -208,10 +304,7 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     let json_out = cli.json;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -255,10 +348,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let j = cli.json;
     if let Command::GenSecretKey = cli.command {
         // Needs no configuration: it is how the configuration gets its key.
-        let key = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            crate::crypto::random_bytes::<32>(),
-        );
+        let key =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::crypto::random_bytes::<32>());
         print(j, &json!({"secret_key": key}), || key.clone());
         return Ok(());
     }
@@ -282,32 +373,20 @@ async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<
         Command::Serve => unreachable!("handled by run"),
         Command::CheckConfig => {
             let pairs = settings.redacted();
-            let obj: serde_json::Map<String, Value> = pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
-                .collect();
+            let obj: serde_json::Map<String, Value> =
+                pairs.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
             print(j, &Value::Object(obj), || {
                 let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-                pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k:width$}  {v}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                pairs.iter().map(|(k, v)| format!("{k:width$}  {v}")).collect::<Vec<_>>().join("\n")
             });
             Ok(())
         }
         Command::GenSecretKey => unreachable!("handled by run"),
         Command::MeasureHash { count } => {
             let count = count.clamp(1, 10_000);
-            let (m, t, p) = (
-                settings.argon2_memory_kib,
-                settings.argon2_iterations,
-                settings.argon2_parallelism,
-            );
-            let times = tokio::task::spawn_blocking(move || {
-                crate::consumers::password::measure(m, t, p, count)
-            })
-            .await?;
+            let (m, t, p) = (settings.argon2_memory_kib, settings.argon2_iterations, settings.argon2_parallelism);
+            let times =
+                tokio::task::spawn_blocking(move || crate::consumers::password::measure(m, t, p, count)).await?;
             let ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
             let mean = ms.iter().sum::<f64>() / ms.len() as f64;
             let min = ms.iter().cloned().fold(f64::MAX, f64::min);
@@ -321,26 +400,18 @@ async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<
             Ok(())
         }
         Command::Migrate => {
-            let store = Store::connect(&settings)
+            let store = Store::connect(&settings).await.map_err(|e| db_error(&settings, &e))?;
+            let applied = store
+                .migrate()
                 .await
-                .map_err(|e| db_error(&settings, &e))?;
-            let applied = store.migrate().await.map_err(|e| {
-                anyhow!(
-                    "cannot migrate the database: {}",
-                    crate::describe_store_error(&e)
-                )
-            })?;
-            print(
-                j,
-                &json!({"applied": applied, "backend": store.backend_name()}),
-                || {
-                    if applied.is_empty() {
-                        "The database schema is up to date.".into()
-                    } else {
-                        format!("Applied migrations {applied:?}.")
-                    }
-                },
-            );
+                .map_err(|e| anyhow!("cannot migrate the database: {}", crate::describe_store_error(&e)))?;
+            print(j, &json!({"applied": applied, "backend": store.backend_name()}), || {
+                if applied.is_empty() {
+                    "The database schema is up to date.".into()
+                } else {
+                    format!("Applied migrations {applied:?}.")
+                }
+            });
             Ok(())
         }
         Command::Client(c) => {
@@ -351,6 +422,10 @@ async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<
         Command::Consumer(c) => {
             let store = crate::open_store(&settings).await?;
             consumer_cmd(c, &store, &settings, j, now).await
+        }
+        Command::Liveengage(c) => {
+            let store = crate::open_store(&settings).await?;
+            liveengage_cmd(c, &store, &settings, j, now).await
         }
         Command::Keys(k) => {
             // Listing and exporting public keys needs no secret; creating one does.
@@ -369,17 +444,11 @@ fn db_error(settings: &Settings, e: &StoreError) -> anyhow::Error {
         Some(u) => crate::config::redact_url(u.expose()),
         None => settings.sqlite_path().display().to_string(),
     };
-    anyhow!(
-        "cannot open the database {target}: {}",
-        crate::describe_store_error(e)
-    )
+    anyhow!("cannot open the database {target}: {}", crate::describe_store_error(e))
 }
 
 fn store_err(e: StoreError) -> anyhow::Error {
-    anyhow!(
-        "database operation failed: {}",
-        crate::describe_store_error(&e)
-    )
+    anyhow!("database operation failed: {}", crate::describe_store_error(&e))
 }
 
 fn client_json(c: &crate::store::Client) -> Value {
@@ -411,17 +480,25 @@ async fn client_cmd(
 ) -> anyhow::Result<()> {
     match cmd {
         ClientCmd::Create(a) => {
-            let secret = if a.client_secret_stdin {
-                Some(read_line_stdin("client secret")?)
+            let secret = if a.client_secret_stdin { Some(read_line_stdin("client secret")?) } else { a.client_secret };
+            let le_profile = if a.liveengage {
+                Some(build_profile(None, &a.le, &EncryptionArgs::default())?)
             } else {
-                a.client_secret
+                if a.le.has_any() {
+                    bail!("LiveEngage options need --liveengage");
+                }
+                None
             };
+            let mut redirect_uris = a.redirect_uris;
+            if le_profile.is_some() && redirect_uris.is_empty() {
+                redirect_uris.push(crate::liveengage::LIVEPERSON_REDIRECT.to_string());
+            }
             let (mut new, secret) = client_rules::register(Registration {
                 client_id: a.client_id,
                 secret,
                 public: a.public,
                 name: a.name,
-                redirect_uris: a.redirect_uris,
+                redirect_uris,
                 post_logout_redirect_uris: a.post_logout_redirect_uris,
                 response_types: a.response_types,
                 auth_method: Some(match a.auth_method {
@@ -431,6 +508,9 @@ async fn client_cmd(
             })
             .map_err(|e| anyhow!("{e}"))?;
             new.secret_hash = secret.as_deref().map(|s| secrets.hash_client_secret(s));
+            if let Some(p) = &le_profile {
+                p.apply(&mut new.options, &mut new.redirect_uris, &mut new.response_types);
+            }
             let client = store.create_client(&new, now).await.map_err(|e| match e {
                 StoreError::Conflict => {
                     anyhow!("a client with the id {:?} already exists", new.client_id)
@@ -452,51 +532,31 @@ async fn client_cmd(
         }
         ClientCmd::List => {
             let list = store.list_clients().await.map_err(store_err)?;
-            print(
-                j,
-                &json!(list.iter().map(client_json).collect::<Vec<_>>()),
-                || {
-                    if list.is_empty() {
-                        return "No clients.".into();
-                    }
-                    list.iter()
-                        .map(|c| {
-                            format!(
-                                "{}\t{}\t{}",
-                                c.client_id,
-                                c.auth_method.as_str(),
-                                c.response_types.join(",")
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                },
-            );
+            print(j, &json!(list.iter().map(client_json).collect::<Vec<_>>()), || {
+                if list.is_empty() {
+                    return "No clients.".into();
+                }
+                list.iter()
+                    .map(|c| format!("{}\t{}\t{}", c.client_id, c.auth_method.as_str(), c.response_types.join(",")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
             Ok(())
         }
         ClientCmd::Show { client_id } => {
-            let c = store
-                .client(&client_id)
-                .await
-                .map_err(|e| not_found(e, "client", &client_id))?;
+            let c = store.client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
             print(j, &client_json(&c), || client_text(&c));
             Ok(())
         }
         ClientCmd::Delete { client_id } => {
-            store
-                .delete_client(&client_id)
-                .await
-                .map_err(|e| not_found(e, "client", &client_id))?;
+            store.delete_client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
             print(j, &json!({"deleted": client_id}), || {
                 format!("Deleted client {client_id} and its codes and tokens.")
             });
             Ok(())
         }
         ClientCmd::RotateSecret { client_id } => {
-            let c = store
-                .client(&client_id)
-                .await
-                .map_err(|e| not_found(e, "client", &client_id))?;
+            let c = store.client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
             if c.is_public() {
                 bail!("client {client_id:?} is a public client and has no secret");
             }
@@ -505,13 +565,127 @@ async fn client_cmd(
                 .set_client_secret_hash(&client_id, &secrets.hash_client_secret(&secret), now)
                 .await
                 .map_err(|e| not_found(e, "client", &client_id))?;
-            print(
-                j,
-                &json!({"client_id": client_id, "client_secret": secret}),
-                || {
-                    format!("New secret for {client_id}: {secret}\n(shown once: the old secret no longer works)")
-                },
-            );
+            print(j, &json!({"client_id": client_id, "client_secret": secret}), || {
+                format!("New secret for {client_id}: {secret}\n(shown once: the old secret no longer works)")
+            });
+            Ok(())
+        }
+    }
+}
+
+impl LiveEngageArgs {
+    fn has_any(&self) -> bool {
+        !self.web_origins.is_empty()
+            || !self.window_urls.is_empty()
+            || self.flow.is_some()
+            || self.pkce.is_some()
+            || self.js_method.is_some()
+            || self.js_context.is_some()
+    }
+}
+
+/// The profile after applying the given options to `existing` (or to the defaults).
+fn build_profile(
+    existing: Option<crate::liveengage::Profile>,
+    a: &LiveEngageArgs,
+    e: &EncryptionArgs,
+) -> anyhow::Result<crate::liveengage::Profile> {
+    use crate::liveengage::{jwe::Enc, parse_origin, Encryption};
+    let mut p = existing.unwrap_or_default();
+    for o in &a.web_origins {
+        let o = parse_origin(o).map_err(|e| anyhow!("{e}"))?;
+        if !p.web_origins.contains(&o) {
+            p.web_origins.push(o);
+        }
+    }
+    if !a.window_urls.is_empty() {
+        p.window_urls = a.window_urls.clone();
+    }
+    if let Some(f) = a.flow {
+        p.flow = f.into();
+    }
+    if let Some(v) = a.pkce {
+        p.pkce = v;
+    }
+    if let Some(m) = &a.js_method {
+        p.js_method = m.clone();
+    }
+    if let Some(c) = &a.js_context {
+        p.js_context = c.clone();
+    }
+    let key = match (&e.encryption_key, &e.encryption_key_file) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(f)) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("cannot read the key file {}", f.display()))?)
+        }
+        (None, None) => None,
+    };
+    if e.no_encryption {
+        p.encryption = None;
+    } else if key.is_some() || e.encryption_kid.is_some() || e.encryption_enc.is_some() || !e.encrypt_flows.is_empty() {
+        let current = p.encryption.take();
+        let public_key = match (key, &current) {
+            (Some(k), _) => k.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.split_whitespace()).collect(),
+            (None, Some(c)) => c.public_key.clone(),
+            (None, None) => {
+                bail!("encryption needs LivePerson's public key: --encryption-key or --encryption-key-file")
+            }
+        };
+        let enc = match &e.encryption_enc {
+            Some(v) => Enc::parse(v).ok_or_else(|| anyhow!("--encryption-enc must be A128CBC-HS256 or A256GCM"))?,
+            None => current.as_ref().map(|c| c.enc).unwrap_or(Enc::A128CbcHs256),
+        };
+        let (implicit, code) = if e.encrypt_flows.is_empty() {
+            current.as_ref().map(|c| (c.implicit, c.code)).unwrap_or((true, false))
+        } else {
+            (e.encrypt_flows.contains(&CliFlow::Implicit), e.encrypt_flows.contains(&CliFlow::Code))
+        };
+        let kid = e.encryption_kid.clone().or_else(|| current.as_ref().and_then(|c| c.kid.clone()));
+        p.encryption = Some(Encryption { public_key, kid, enc, implicit, code });
+    }
+    p.validate().map_err(|e| anyhow!("{e}"))?;
+    Ok(p)
+}
+
+async fn liveengage_cmd(
+    cmd: LiveEngageCmd,
+    store: &Store,
+    settings: &Settings,
+    j: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    match cmd {
+        LiveEngageCmd::Configure { client_id, profile, encryption } => {
+            let mut c = store.client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
+            let p = build_profile(crate::liveengage::profile(&c), &profile, &encryption)?;
+            p.apply(&mut c.options, &mut c.redirect_uris, &mut c.response_types);
+            store.update_client(&c, now).await.map_err(|e| not_found(e, "client", &client_id))?;
+            print(j, &client_json(&c), || {
+                format!("Client {client_id} has the LiveEngage profile.\n{}", client_text(&c))
+            });
+            Ok(())
+        }
+        LiveEngageCmd::Settings { client_id } => {
+            let c = store.client(&client_id).await.map_err(|e| not_found(e, "client", &client_id))?;
+            let p = crate::liveengage::profile(&c).ok_or_else(|| {
+                anyhow!("client {client_id:?} has no LiveEngage profile; add it with `brand-idp liveengage configure --client-id {client_id}`")
+            })?;
+            // The public key must exist to be pasted: create the first one if the server
+            // has not run yet.
+            let secrets = crate::resolve_secret_key(settings)?;
+            keys::bootstrap(store, &secrets, settings.key_size, now, crate::retire_grace(settings)).await?;
+            let all = store.all_keys().await.map_err(store_err)?;
+            let active = all.iter().find(|k| k.state == crate::store::KeyState::Active).ok_or_else(|| {
+                anyhow!("there is no active key yet; start the server once or run `brand-idp keys rotate`")
+            })?;
+            let public_key = keys::spki_base64(active)?;
+            let rows =
+                crate::liveengage::settings(|path| settings.endpoint(path), &settings.issuer, &c, &p, &public_key);
+            let obj: serde_json::Map<String, Value> =
+                rows.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect();
+            print(j, &Value::Object(obj), || {
+                rows.iter().map(|(k, v)| format!("{k}:\n  {v}")).collect::<Vec<_>>().join("\n")
+            });
             Ok(())
         }
     }
@@ -534,19 +708,15 @@ fn read_line_stdin(what: &str) -> anyhow::Result<String> {
 }
 
 fn first_line(s: &str) -> String {
-    s.split('\n')
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('\r')
-        .to_string()
+    s.split('\n').next().unwrap_or("").trim_end_matches('\r').to_string()
 }
 
 fn read_password(src: &PasswordSource) -> anyhow::Result<Password> {
     let pw = if src.password_stdin {
         read_line_stdin("password")?
     } else if let Some(p) = &src.password_file {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read the password file {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read the password file {}", p.display()))?;
         first_line(&text)
     } else {
         bail!("give --password-stdin or --password-file");
@@ -586,13 +756,7 @@ fn consumer_err(e: ConsumerError) -> anyhow::Error {
     }
 }
 
-async fn consumer_cmd(
-    cmd: ConsumerCmd,
-    store: &Store,
-    settings: &Settings,
-    j: bool,
-    now: i64,
-) -> anyhow::Result<()> {
+async fn consumer_cmd(cmd: ConsumerCmd, store: &Store, settings: &Settings, j: bool, now: i64) -> anyhow::Result<()> {
     match cmd {
         ConsumerCmd::Create(a) => {
             let pw = read_password(&a.password)?;
@@ -608,22 +772,16 @@ async fn consumer_cmd(
                 ..Profile::default()
             };
             let hasher = Hasher::new(settings);
-            let c = consumers::create(store, &hasher, &a.username, Some(&pw), profile, now)
-                .await
-                .map_err(consumer_err)?;
-            print(j, &serde_json::to_value(&c)?, || {
-                format!("Created consumer.\n{}", consumer_text(&c))
-            });
+            let c =
+                consumers::create(store, &hasher, &a.username, Some(&pw), profile, now).await.map_err(consumer_err)?;
+            print(j, &serde_json::to_value(&c)?, || format!("Created consumer.\n{}", consumer_text(&c)));
             Ok(())
         }
         ConsumerCmd::List => {
             let mut all = Vec::new();
             let mut after: Option<String> = None;
             loop {
-                let page = store
-                    .list_consumers(after.as_deref(), 500)
-                    .await
-                    .map_err(store_err)?;
+                let page = store.list_consumers(after.as_deref(), 500).await.map_err(store_err)?;
                 let done = page.len() < 500;
                 after = page.last().map(|c| c.username.clone());
                 all.extend(page);
@@ -636,56 +794,57 @@ async fn consumer_cmd(
                     return "No consumers.".into();
                 }
                 all.iter()
-                    .map(|c| {
-                        format!(
-                            "{}\t{}\t{}",
-                            c.username,
-                            c.id,
-                            if c.disabled { "disabled" } else { "enabled" }
-                        )
-                    })
+                    .map(|c| format!("{}\t{}\t{}", c.username, c.id, if c.disabled { "disabled" } else { "enabled" }))
                     .collect::<Vec<_>>()
                     .join("\n")
             });
             Ok(())
         }
         ConsumerCmd::Show { username } => {
-            let c = store
-                .consumer_by_username(&username)
-                .await
-                .map_err(|e| not_found(e, "consumer", &username))?;
+            let c = store.consumer_by_username(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
             print(j, &serde_json::to_value(&c)?, || consumer_text(&c));
             Ok(())
         }
         ConsumerCmd::SetPassword { username, password } => {
             let pw = read_password(&password)?;
             // Look the consumer up first so a typo does not cost a password hash.
-            store
-                .consumer_by_username(&username)
-                .await
-                .map_err(|e| not_found(e, "consumer", &username))?;
-            let hash = Hasher::new(settings)
-                .hash(&pw)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            store.consumer_by_username(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
+            let hash = Hasher::new(settings).hash(&pw).await.map_err(|e| anyhow!("{e}"))?;
             store
                 .set_consumer_password(&username, &hash, now)
                 .await
                 .map_err(|e| not_found(e, "consumer", &username))?;
-            print(
-                j,
-                &json!({"username": username, "password": "updated"}),
-                || format!("Password of {username} updated."),
-            );
+            print(j, &json!({"username": username, "password": "updated"}), || {
+                format!("Password of {username} updated.")
+            });
+            Ok(())
+        }
+        ConsumerCmd::SetAttributes { username, file, clear } => {
+            let attrs = match (file, clear) {
+                (_, true) => None,
+                (Some(f), false) => {
+                    let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                    let v: Value =
+                        serde_json::from_str(&text).map_err(|e| anyhow!("{} is not valid JSON: {e}", f.display()))?;
+                    let parsed = crate::liveengage::sdes::parse(&v).map_err(|e| anyhow!("{e}"))?;
+                    Some(serde_json::to_value(parsed)?)
+                }
+                (None, false) => bail!("give --file or --clear"),
+            };
+            store
+                .set_consumer_attributes(&username, attrs.as_ref(), now)
+                .await
+                .map_err(|e| not_found(e, "consumer", &username))?;
+            print(j, &json!({"username": username, "lp_sdes": attrs}), || match &attrs {
+                Some(_) => format!("LiveEngage attributes of {username} stored."),
+                None => format!("LiveEngage attributes of {username} removed."),
+            });
             Ok(())
         }
         ConsumerCmd::Disable { username } => set_disabled(store, &username, true, j, now).await,
         ConsumerCmd::Enable { username } => set_disabled(store, &username, false, j, now).await,
         ConsumerCmd::Delete { username } => {
-            store
-                .delete_consumer(&username)
-                .await
-                .map_err(|e| not_found(e, "consumer", &username))?;
+            store.delete_consumer(&username).await.map_err(|e| not_found(e, "consumer", &username))?;
             print(j, &json!({"deleted": username}), || {
                 format!("Deleted consumer {username} and their codes and tokens.")
             });
@@ -694,21 +853,10 @@ async fn consumer_cmd(
     }
 }
 
-async fn set_disabled(
-    store: &Store,
-    username: &str,
-    disabled: bool,
-    j: bool,
-    now: i64,
-) -> anyhow::Result<()> {
-    store
-        .set_consumer_disabled(username, disabled, now)
-        .await
-        .map_err(|e| not_found(e, "consumer", username))?;
+async fn set_disabled(store: &Store, username: &str, disabled: bool, j: bool, now: i64) -> anyhow::Result<()> {
+    store.set_consumer_disabled(username, disabled, now).await.map_err(|e| not_found(e, "consumer", username))?;
     let word = if disabled { "disabled" } else { "enabled" };
-    print(j, &json!({"username": username, "status": word}), || {
-        format!("Consumer {username} {word}.")
-    });
+    print(j, &json!({"username": username, "status": word}), || format!("Consumer {username} {word}."));
     Ok(())
 }
 
@@ -729,59 +877,47 @@ async fn keys_cmd(
         KeysCmd::List => {
             keys::promote_due(store, now, grace).await?;
             let all = store.all_keys().await.map_err(store_err)?;
-            print(
-                j,
-                &json!(all.iter().map(key_json).collect::<Vec<_>>()),
-                || {
-                    if all.is_empty() {
-                        return "No keys yet (the server creates the first one when it starts)."
-                            .into();
-                    }
-                    all.iter()
-                        .map(|k| {
-                            let published = match k.state {
-                                crate::store::KeyState::Retired
-                                    if k.publish_until.is_some_and(|t| t <= now) =>
-                                {
-                                    "unpublished"
-                                }
-                                _ => "published",
-                            };
-                            let extra = match (k.state, k.activate_at, k.publish_until) {
-                                (crate::store::KeyState::Next, Some(t), _) => {
-                                    format!("activates in {}s", (t - now).max(0))
-                                }
-                                (crate::store::KeyState::Retired, _, Some(t)) if t > now => {
-                                    format!("published for {}s more", t - now)
-                                }
-                                _ => String::new(),
-                            };
-                            format!(
-                                "{}\t{}\t{}\t{}\t{}",
-                                k.kid,
-                                k.alg,
-                                k.state.as_str(),
-                                published,
-                                extra
-                            )
+            print(j, &json!(all.iter().map(key_json).collect::<Vec<_>>()), || {
+                if all.is_empty() {
+                    return "No keys yet (the server creates the first one when it starts).".into();
+                }
+                all.iter()
+                    .map(|k| {
+                        let published = match k.state {
+                            crate::store::KeyState::Retired if k.publish_until.is_some_and(|t| t <= now) => {
+                                "unpublished"
+                            }
+                            _ => "published",
+                        };
+                        let extra = match (k.state, k.activate_at, k.publish_until) {
+                            (crate::store::KeyState::Next, Some(t), _) => {
+                                format!("activates in {}s", (t - now).max(0))
+                            }
+                            (crate::store::KeyState::Retired, _, Some(t)) if t > now => {
+                                format!("published for {}s more", t - now)
+                            }
+                            _ => String::new(),
+                        };
+                        format!("{}\t{}\t{}\t{}\t{}", k.kid, k.alg, k.state.as_str(), published, extra)
                             .trim_end()
                             .to_string()
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                },
-            );
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
             Ok(())
         }
         KeysCmd::Rotate { activate_after } => {
             let secrets = secrets.expect("resolved for rotate");
             keys::bootstrap(store, secrets, settings.key_size, now, grace).await?;
-            let k = keys::rotate(store, secrets, settings.key_size, now, activate_after as i64, grace)
-                .await
-                .map_err(|e| match e {
-                    keys::KeyError::Store(StoreError::Conflict) => anyhow!("another key rotation happened at the same moment; run `keys list` and try again if needed"),
+            let k = keys::rotate(store, secrets, settings.key_size, now, activate_after as i64, grace).await.map_err(
+                |e| match e {
+                    keys::KeyError::Store(StoreError::Conflict) => anyhow!(
+                        "another key rotation happened at the same moment; run `keys list` and try again if needed"
+                    ),
                     e => anyhow!("{e}"),
-                })?;
+                },
+            )?;
             print(j, &key_json(&k), || {
                 if activate_after == 0 {
                     format!("New signing key {} is active; the previous key stays published for {grace}s.", k.kid)
@@ -798,10 +934,9 @@ async fn keys_cmd(
             let all = store.all_keys().await.map_err(store_err)?;
             let k = match &kid {
                 Some(kid) => all.iter().find(|k| &k.kid == kid).ok_or_else(|| anyhow!("no key with kid {kid:?}"))?,
-                None => all
-                    .iter()
-                    .find(|k| k.state == crate::store::KeyState::Active)
-                    .ok_or_else(|| anyhow!("there is no active key yet; start the server once or run `brand-idp keys rotate`"))?,
+                None => all.iter().find(|k| k.state == crate::store::KeyState::Active).ok_or_else(|| {
+                    anyhow!("there is no active key yet; start the server once or run `brand-idp keys rotate`")
+                })?,
             };
             let text = match format {
                 KeyFormat::SpkiBase64 => keys::spki_base64(k)?,

@@ -140,22 +140,14 @@ pub fn env_name(setting: &str) -> String {
 pub struct ConfigError(pub String);
 
 fn bad(setting: &str, what: impl fmt::Display) -> ConfigError {
-    ConfigError(format!(
-        "setting {} ({}): {}",
-        setting,
-        env_name(setting),
-        what
-    ))
+    ConfigError(format!("setting {} ({}): {}", setting, env_name(setting), what))
 }
 
 fn parse_num<T>(setting: &str, v: &str, min: T, max: T) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
-    let n: T = v
-        .trim()
-        .parse()
-        .map_err(|_| bad(setting, format!("{v:?} is not a whole number")))?;
+    let n: T = v.trim().parse().map_err(|_| bad(setting, format!("{v:?} is not a whole number")))?;
     if n < min || n > max {
         return Err(bad(setting, format!("{n} is outside {min}..={max}")));
     }
@@ -175,11 +167,9 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let mut s = Settings::default();
         if let Some(path) = config_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!("cannot read config file {}: {e}", path.display()))
-            })?;
-            s.apply_toml(&text)
-                .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+            s.apply_toml(&text).map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))?;
         }
         for name in SETTING_NAMES {
             if let Some(v) = env(&env_name(name)) {
@@ -191,9 +181,8 @@ impl Settings {
     }
 
     fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError(format!("not valid TOML: {}", e.message()))
-        })?;
+        let table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| ConfigError(format!("not valid TOML: {}", e.message())))?;
         for (key, value) in table {
             if !SETTING_NAMES.contains(&key.as_str()) {
                 return Err(ConfigError(format!("unknown setting {key:?}")));
@@ -219,25 +208,12 @@ impl Settings {
         match name {
             "issuer" => self.issuer = v.to_string(),
             "listen" => {
-                self.listen = v.trim().parse().map_err(|_| {
-                    bad(name, format!("{v:?} is not an address like 127.0.0.1:8080"))
-                })?
+                self.listen =
+                    v.trim().parse().map_err(|_| bad(name, format!("{v:?} is not an address like 127.0.0.1:8080")))?
             }
-            "database_url" => {
-                self.database_url = if v.trim().is_empty() {
-                    None
-                } else {
-                    Some(Secret::new(v.trim()))
-                }
-            }
+            "database_url" => self.database_url = if v.trim().is_empty() { None } else { Some(Secret::new(v.trim())) },
             "data_dir" => self.data_dir = PathBuf::from(v),
-            "secret_key" => {
-                self.secret_key = if v.trim().is_empty() {
-                    None
-                } else {
-                    Some(Secret::new(v.trim()))
-                }
-            }
+            "secret_key" => self.secret_key = if v.trim().is_empty() { None } else { Some(Secret::new(v.trim())) },
             "log_format" => {
                 self.log_format = match v.trim().to_ascii_lowercase().as_str() {
                     "text" => LogFormat::Text,
@@ -258,9 +234,7 @@ impl Settings {
             "argon2_parallelism" => self.argon2_parallelism = parse_num(name, v, 1, 64)?,
             "max_concurrent_hashes" => self.max_concurrent_hashes = parse_num(name, v, 1, 1024)?,
             "code_ttl_secs" => self.code_ttl_secs = parse_num(name, v, 1, 600)?,
-            "access_token_ttl_secs" => {
-                self.access_token_ttl_secs = parse_num(name, v, 1, 86_400 * 7)?
-            }
+            "access_token_ttl_secs" => self.access_token_ttl_secs = parse_num(name, v, 1, 86_400 * 7)?,
             "id_token_ttl_secs" => self.id_token_ttl_secs = parse_num(name, v, 1, 86_400 * 7)?,
             "session_ttl_secs" => self.session_ttl_secs = parse_num(name, v, 60, 86_400 * 90)?,
             "jwks_max_age_secs" => self.jwks_max_age_secs = parse_num(name, v, 0, 86_400)?,
@@ -269,11 +243,7 @@ impl Settings {
             "db_acquire_timeout_secs" => self.db_acquire_timeout_secs = parse_num(name, v, 1, 300)?,
             "brand_name" => self.brand_name = v.to_string(),
             "brand_logo_url" => {
-                self.brand_logo_url = if v.trim().is_empty() {
-                    None
-                } else {
-                    Some(v.trim().to_string())
-                }
+                self.brand_logo_url = if v.trim().is_empty() { None } else { Some(v.trim().to_string()) }
             }
             "brand_primary_color" => self.brand_primary_color = v.trim().to_string(),
             _ => return Err(ConfigError(format!("unknown setting {name:?}"))),
@@ -282,29 +252,20 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let url = Url::parse(&self.issuer)
-            .map_err(|e| bad("issuer", format!("{:?} is not a URL: {e}", self.issuer)))?;
+        let url =
+            Url::parse(&self.issuer).map_err(|e| bad("issuer", format!("{:?} is not a URL: {e}", self.issuer)))?;
         if url.scheme() != "https" && url.scheme() != "http" {
-            return Err(bad(
-                "issuer",
-                "must be an https (or, for local use, http) URL",
-            ));
+            return Err(bad("issuer", "must be an https (or, for local use, http) URL"));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(bad(
-                "issuer",
-                "must not have a query or a fragment (OpenID Connect Discovery §2)",
-            ));
+            return Err(bad("issuer", "must not have a query or a fragment (OpenID Connect Discovery §2)"));
         }
         if url.host_str().is_none() {
             return Err(bad("issuer", "must name a host"));
         }
         if let Some(db) = &self.database_url {
             let d = db.expose();
-            if !(d.starts_with("postgres://")
-                || d.starts_with("postgresql://")
-                || d.starts_with("sqlite:"))
-            {
+            if !(d.starts_with("postgres://") || d.starts_with("postgresql://") || d.starts_with("sqlite:")) {
                 return Err(bad(
                     "database_url",
                     "must start with postgres://, postgresql:// or sqlite: (leave it unset for the embedded default)",
@@ -315,17 +276,12 @@ impl Settings {
             decode_secret_key(k).map_err(|e| bad("secret_key", e))?;
         }
         let c = &self.brand_primary_color;
-        let hex_ok =
-            c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|ch| ch.is_ascii_hexdigit());
+        let hex_ok = c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|ch| ch.is_ascii_hexdigit());
         if !hex_ok {
-            return Err(bad(
-                "brand_primary_color",
-                format!("{c:?} is not a colour like #1f5fbf"),
-            ));
+            return Err(bad("brand_primary_color", format!("{c:?} is not a colour like #1f5fbf")));
         }
         if let Some(logo) = &self.brand_logo_url {
-            let u =
-                Url::parse(logo).map_err(|_| bad("brand_logo_url", "is not an absolute URL"))?;
+            let u = Url::parse(logo).map_err(|_| bad("brand_logo_url", "is not an absolute URL"))?;
             if u.scheme() != "https" && u.scheme() != "http" {
                 return Err(bad("brand_logo_url", "must be an http(s) URL"));
             }
@@ -341,10 +297,7 @@ impl Settings {
     }
 
     pub fn uses_postgres(&self) -> bool {
-        self.database_url
-            .as_ref()
-            .map(|d| d.expose().starts_with("postgres"))
-            .unwrap_or(false)
+        self.database_url.as_ref().map(|d| d.expose().starts_with("postgres")).unwrap_or(false)
     }
 
     /// An endpoint URL under the issuer (`/token` -> `https://idp.example/token`).
@@ -359,10 +312,7 @@ impl Settings {
             Some(_) => "(set, redacted)".to_string(),
         };
         let db = match &self.database_url {
-            None => format!(
-                "(unset: embedded SQLite at {})",
-                self.sqlite_path().display()
-            ),
+            None => format!("(unset: embedded SQLite at {})", self.sqlite_path().display()),
             Some(u) => redact_url(u.expose()),
         };
         vec![
@@ -371,40 +321,23 @@ impl Settings {
             ("database_url", db),
             ("data_dir", self.data_dir.display().to_string()),
             ("secret_key", redact(&self.secret_key)),
-            (
-                "log_format",
-                format!("{:?}", self.log_format).to_ascii_lowercase(),
-            ),
+            ("log_format", format!("{:?}", self.log_format).to_ascii_lowercase()),
             ("log_level", self.log_level.clone()),
             ("key_size", self.key_size.to_string()),
             ("argon2_memory_kib", self.argon2_memory_kib.to_string()),
             ("argon2_iterations", self.argon2_iterations.to_string()),
             ("argon2_parallelism", self.argon2_parallelism.to_string()),
-            (
-                "max_concurrent_hashes",
-                self.max_concurrent_hashes.to_string(),
-            ),
+            ("max_concurrent_hashes", self.max_concurrent_hashes.to_string()),
             ("code_ttl_secs", self.code_ttl_secs.to_string()),
-            (
-                "access_token_ttl_secs",
-                self.access_token_ttl_secs.to_string(),
-            ),
+            ("access_token_ttl_secs", self.access_token_ttl_secs.to_string()),
             ("id_token_ttl_secs", self.id_token_ttl_secs.to_string()),
             ("session_ttl_secs", self.session_ttl_secs.to_string()),
             ("jwks_max_age_secs", self.jwks_max_age_secs.to_string()),
             ("key_refresh_secs", self.key_refresh_secs.to_string()),
             ("db_max_connections", self.db_max_connections.to_string()),
-            (
-                "db_acquire_timeout_secs",
-                self.db_acquire_timeout_secs.to_string(),
-            ),
+            ("db_acquire_timeout_secs", self.db_acquire_timeout_secs.to_string()),
             ("brand_name", self.brand_name.clone()),
-            (
-                "brand_logo_url",
-                self.brand_logo_url
-                    .clone()
-                    .unwrap_or_else(|| "(unset)".into()),
-            ),
+            ("brand_logo_url", self.brand_logo_url.clone().unwrap_or_else(|| "(unset)".into())),
             ("brand_primary_color", self.brand_primary_color.clone()),
         ]
     }
@@ -441,10 +374,7 @@ pub fn decode_secret_key(k: &Secret) -> Result<Vec<u8>, String> {
             "is not base64; generate one with `brand-idp gen-secret-key` or `openssl rand -base64 32`".to_string()
         })?;
     if bytes.len() < 32 {
-        return Err(format!(
-            "decodes to {} bytes; at least 32 are needed (`brand-idp gen-secret-key`)",
-            bytes.len()
-        ));
+        return Err(format!("decodes to {} bytes; at least 32 are needed (`brand-idp gen-secret-key`)", bytes.len()));
     }
     Ok(bytes)
 }
@@ -455,10 +385,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let m: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::load_from(None, |k| m.get(k).cloned())
     }
 
@@ -476,17 +403,12 @@ mod tests {
         assert!(e.contains("BRAND_IDP_LISTEN"), "{e}");
         let e = load(&[("BRAND_IDP_ISSUER", "ftp://x")]).unwrap_err().0;
         assert!(e.contains("BRAND_IDP_ISSUER"), "{e}");
-        let e = load(&[("BRAND_IDP_ISSUER", "https://x/?a=b")])
-            .unwrap_err()
-            .0;
+        let e = load(&[("BRAND_IDP_ISSUER", "https://x/?a=b")]).unwrap_err().0;
         assert!(e.contains("query"), "{e}");
         let e = load(&[("BRAND_IDP_KEY_SIZE", "1024")]).unwrap_err().0;
         assert!(e.contains("BRAND_IDP_KEY_SIZE"), "{e}");
         let e = load(&[("BRAND_IDP_SECRET_KEY", "short")]).unwrap_err().0;
-        assert!(
-            e.contains("BRAND_IDP_SECRET_KEY") && !e.contains("short"),
-            "{e}"
-        );
+        assert!(e.contains("BRAND_IDP_SECRET_KEY") && !e.contains("short"), "{e}");
         let e = load(&[("DATABASE_URL", "mysql://x")]).unwrap_err().0;
         assert!(e.contains("DATABASE_URL"), "{e}");
     }
@@ -497,10 +419,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
         std::fs::write(&f, "issuer = \"https://idp.example\"\ncode_ttl_secs = 30\n").unwrap();
-        let s = Settings::load_from(Some(&f), |k| {
-            (k == "BRAND_IDP_CODE_TTL_SECS").then(|| "45".to_string())
-        })
-        .unwrap();
+        let s = Settings::load_from(Some(&f), |k| (k == "BRAND_IDP_CODE_TTL_SECS").then(|| "45".to_string())).unwrap();
         assert_eq!(s.issuer, "https://idp.example");
         assert_eq!(s.code_ttl_secs, 45);
         std::fs::write(&f, "bogus = 1\n").unwrap();
@@ -511,10 +430,7 @@ mod tests {
     #[test]
     fn redaction_hides_secrets() {
         let s = load(&[
-            (
-                "BRAND_IDP_SECRET_KEY",
-                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            ),
+            ("BRAND_IDP_SECRET_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
             ("DATABASE_URL", "postgres://u:hunter2@db/x"),
         ])
         .unwrap();

@@ -65,9 +65,7 @@ impl hkdf::KeyType for Len {
 
 fn derive(prk: &hkdf::Prk, info: &str, len: usize) -> Vec<u8> {
     let info = [info.as_bytes()];
-    let okm = prk
-        .expand(&info, Len(len))
-        .expect("HKDF output length is small");
+    let okm = prk.expand(&info, Len(len)).expect("HKDF output length is small");
     let mut out = vec![0u8; len];
     okm.fill(&mut out).expect("HKDF fill");
     out
@@ -94,11 +92,7 @@ impl SecretKeys {
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let mut buf = plaintext.to_vec();
         self.seal
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::from(aad),
-                &mut buf,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad), &mut buf)
             .expect("AES-GCM seal");
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&buf);
@@ -112,10 +106,7 @@ impl SecretKeys {
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = ct.to_vec();
-        let pt = self
-            .seal
-            .open_in_place(nonce, Aad::from(aad), &mut buf)
-            .ok()?;
+        let pt = self.seal.open_in_place(nonce, Aad::from(aad), &mut buf).ok()?;
         Some(pt.to_vec())
     }
 

@@ -14,6 +14,7 @@ pub mod consumers;
 pub mod crypto;
 pub mod http;
 pub mod keys;
+pub mod liveengage;
 pub mod oidc;
 pub mod store;
 pub mod telemetry;
@@ -56,9 +57,7 @@ impl AppState {
 }
 
 pub fn retire_grace(s: &Settings) -> i64 {
-    s.id_token_ttl_secs.max(s.access_token_ttl_secs)
-        + s.jwks_max_age_secs
-        + s.key_refresh_secs as i64
+    s.id_token_ttl_secs.max(s.access_token_ttl_secs) + s.jwks_max_age_secs + s.key_refresh_secs as i64
 }
 
 /// The secret key from the settings; for the embedded default, generated on first use and
@@ -66,8 +65,7 @@ pub fn retire_grace(s: &Settings) -> i64 {
 /// because every instance must share it.
 pub fn resolve_secret_key(s: &Settings) -> anyhow::Result<SecretKeys> {
     if let Some(k) = &s.secret_key {
-        let bytes =
-            decode_secret_key(k).map_err(|e| anyhow::anyhow!("BRAND_IDP_SECRET_KEY {e}"))?;
+        let bytes = decode_secret_key(k).map_err(|e| anyhow::anyhow!("BRAND_IDP_SECRET_KEY {e}"))?;
         return Ok(SecretKeys::from_secret(&bytes));
     }
     if s.uses_postgres() {
@@ -79,13 +77,11 @@ pub fn resolve_secret_key(s: &Settings) -> anyhow::Result<SecretKeys> {
     }
     let path = s.secret_key_path();
     if path.exists() {
-        let meta =
-            std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
         if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(path = %path.display(), "the secret key file is readable by other users; chmod 600 it");
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let bytes = decode_secret_key(&Secret::new(text.trim()))
             .map_err(|e| anyhow::anyhow!("the secret key file {} {e}", path.display()))?;
         return Ok(SecretKeys::from_secret(&bytes));
@@ -94,16 +90,11 @@ pub fn resolve_secret_key(s: &Settings) -> anyhow::Result<SecretKeys> {
         .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
     let key = crypto::random_bytes::<32>();
     let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
     match &mut f {
         Ok(f) => {
             use std::io::Write;
-            f.write_all(text.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
             f.sync_all().ok();
             tracing::warn!(
                 path = %path.display(),
@@ -125,20 +116,14 @@ pub async fn open_store(s: &Settings) -> anyhow::Result<Store> {
             Some(u) => config::redact_url(u.expose()),
             None => s.sqlite_path().display().to_string(),
         };
-        anyhow::anyhow!(
-            "cannot open the database {target}: {}",
-            describe_store_error(&e)
-        )
+        anyhow::anyhow!("cannot open the database {target}: {}", describe_store_error(&e))
     })?;
-    let applied = store.migrate().await.map_err(|e| {
-        anyhow::anyhow!("cannot migrate the database: {}", describe_store_error(&e))
-    })?;
+    let applied = store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot migrate the database: {}", describe_store_error(&e)))?;
     if !applied.is_empty() {
-        tracing::info!(
-            ?applied,
-            backend = store.backend_name(),
-            "applied migrations"
-        );
+        tracing::info!(?applied, backend = store.backend_name(), "applied migrations");
     }
     Ok(store)
 }
@@ -178,26 +163,15 @@ impl App {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(
-        settings: Settings,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<App> {
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         let secrets = resolve_secret_key(&settings)?;
         let store = open_store(&settings).await?;
         let now = clock.now();
-        keys::bootstrap(
-            &store,
-            &secrets,
-            settings.key_size,
-            now,
-            retire_grace(&settings),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot prepare signing keys: {e}"))?;
-        let ring = Arc::new(KeyRing::new(secrets.clone()));
-        ring.refresh(&store, now)
+        keys::bootstrap(&store, &secrets, settings.key_size, now, retire_grace(&settings))
             .await
-            .map_err(|e| anyhow::anyhow!("cannot load signing keys: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot prepare signing keys: {e}"))?;
+        let ring = Arc::new(KeyRing::new(secrets.clone()));
+        ring.refresh(&store, now).await.map_err(|e| anyhow::anyhow!("cannot load signing keys: {e}"))?;
         let discovery = bytes::Bytes::from(oidc::discovery::metadata(&settings).to_string());
         let state = AppState {
             hasher: Hasher::new(&settings),
@@ -208,16 +182,9 @@ impl App {
             clock,
             discovery,
         };
-        let tasks = vec![
-            tokio::spawn(key_maintenance(state.clone())),
-            tokio::spawn(cleanup(state.clone())),
-        ];
+        let tasks = vec![tokio::spawn(key_maintenance(state.clone())), tokio::spawn(cleanup(state.clone()))];
         let router = http::router(state.clone());
-        Ok(App {
-            state,
-            router,
-            tasks,
-        })
+        Ok(App { state, router, tasks })
     }
 
     /// Reloads keys now (after this process rotated one, or in tests).
@@ -274,14 +241,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         backend = app.state.store.backend_name(),
         "brand-idp is serving"
     );
-    axum::serve(
-        listener,
-        app.router
-            .clone()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    axum::serve(listener, app.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     app.state.store.close().await;
     Ok(())

@@ -8,9 +8,7 @@ use crate::store::{Consumer, NewConsumer, Profile, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
-    #[error(
-        "the username must be 1 to 128 characters, with no control characters and not only spaces"
-    )]
+    #[error("the username must be 1 to 128 characters, with no control characters and not only spaces")]
     BadUsername,
     #[error("a consumer with the username {0:?} already exists (usernames are unique regardless of case)")]
     Exists(String),
@@ -53,23 +51,17 @@ pub fn validate_profile(p: &Profile) -> Result<(), ConsumerError> {
         }
     }
     if let Some(e) = &p.email {
-        let ok = e.split_once('@').is_some_and(|(l, d)| {
-            !l.is_empty() && !d.is_empty() && !e.contains(char::is_whitespace)
-        });
+        let ok =
+            e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !e.contains(char::is_whitespace));
         if !ok {
-            return Err(ConsumerError::Invalid(format!(
-                "{e:?} is not an email address"
-            )));
+            return Err(ConsumerError::Invalid(format!("{e:?} is not an email address")));
         }
     }
     if let Some(ph) = &p.phone_number {
-        let ok = ph.chars().all(|c| {
-            c.is_ascii_digit()
-                || " +-().".contains(c)
-                || c == ';'
-                || c == '='
-                || c.is_ascii_alphabetic()
-        }) && ph.chars().any(|c| c.is_ascii_digit());
+        let ok = ph
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c) || c == ';' || c == '=' || c.is_ascii_alphabetic())
+            && ph.chars().any(|c| c.is_ascii_digit());
         if !ok {
             return Err(ConsumerError::Invalid(format!(
                 "{ph:?} is not a phone number (E.164 such as +1 555 0100 is recommended)"
@@ -99,13 +91,8 @@ pub async fn create(
         Some(p) => Some(hasher.hash(p).await?),
         None => None,
     };
-    let c = NewConsumer {
-        id: new_subject(),
-        username: username.to_string(),
-        password_hash,
-        profile,
-        lp_attributes: None,
-    };
+    let c =
+        NewConsumer { id: new_subject(), username: username.to_string(), password_hash, profile, lp_attributes: None };
     store.create_consumer(&c, now).await.map_err(|e| match e {
         StoreError::Conflict => ConsumerError::Exists(username.to_string()),
         e => ConsumerError::Store(e),

@@ -77,50 +77,28 @@ impl std::fmt::Debug for Hasher {
 fn hash_sync(params: &Params, password: &[u8]) -> Result<String, HashError> {
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let salt = random_bytes::<16>();
-    argon
-        .hash_password_with_salt(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| HashError::Internal)
+    argon.hash_password_with_salt(password, &salt).map(|h| h.to_string()).map_err(|_| HashError::Internal)
 }
 
 impl Hasher {
     pub fn new(s: &Settings) -> Hasher {
-        let params = Params::new(
-            s.argon2_memory_kib,
-            s.argon2_iterations,
-            s.argon2_parallelism,
-            None,
-        )
-        .expect("argon2 parameters are validated with the settings");
+        let params = Params::new(s.argon2_memory_kib, s.argon2_iterations, s.argon2_parallelism, None)
+            .expect("argon2 parameters are validated with the settings");
         let dummy = hash_sync(&params, &random_bytes::<16>()).expect("hashing a random password");
-        Hasher {
-            params,
-            permits: Arc::new(Semaphore::new(s.max_concurrent_hashes)),
-            dummy: Arc::new(dummy),
-        }
+        Hasher { params, permits: Arc::new(Semaphore::new(s.max_concurrent_hashes)), dummy: Arc::new(dummy) }
     }
 
     pub fn params(&self) -> (u32, u32, u32) {
-        (
-            self.params.m_cost(),
-            self.params.t_cost(),
-            self.params.p_cost(),
-        )
+        (self.params.m_cost(), self.params.t_cost(), self.params.p_cost())
     }
 
     /// Hashes with the current parameters.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         check(password)?;
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::Internal)?;
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Internal)?;
         let params = self.params.clone();
         let pw = password.expose().as_bytes().to_vec();
-        tokio::task::spawn_blocking(move || hash_sync(&params, &pw))
-            .await
-            .map_err(|_| HashError::Internal)?
+        tokio::task::spawn_blocking(move || hash_sync(&params, &pw)).await.map_err(|_| HashError::Internal)?
     }
 
     /// Verifies against a stored hash, or against the dummy hash when there is none (unknown
@@ -143,11 +121,7 @@ impl Hasher {
             if !ok || target.is_none() {
                 return Verified::Invalid;
             }
-            let rehash = if is_current(hash, &params) {
-                None
-            } else {
-                hash_sync(&params, &pw).ok()
-            };
+            let rehash = if is_current(hash, &params) { None } else { hash_sync(&params, &pw).ok() };
             Verified::Valid { rehash }
         })
         .await
@@ -184,9 +158,7 @@ fn verify_sync(password: &[u8], stored: &str) -> bool {
         return false;
     };
     match parsed.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" => {
-            Argon2::default().verify_password(password, &parsed).is_ok()
-        }
+        "argon2id" | "argon2i" | "argon2d" => Argon2::default().verify_password(password, &parsed).is_ok(),
         _ => false,
     }
 }
@@ -200,11 +172,7 @@ fn is_current(stored: &str, params: &Params) -> bool {
         return false;
     }
     match Params::try_from(&parsed) {
-        Ok(p) => {
-            p.m_cost() >= params.m_cost()
-                && p.t_cost() >= params.t_cost()
-                && p.p_cost() >= params.p_cost()
-        }
+        Ok(p) => p.m_cost() >= params.m_cost() && p.t_cost() >= params.t_cost() && p.p_cost() >= params.p_cost(),
         Err(_) => false,
     }
 }
@@ -223,27 +191,11 @@ mod tests {
     async fn hash_verifies_and_wrong_password_does_not() {
         let h = hasher(1024);
         let stored = h.hash(&Password::new("correct horse")).await.unwrap();
-        assert!(
-            stored.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"),
-            "{stored}"
-        );
-        assert_eq!(
-            h.verify(&Password::new("correct horse"), Some(&stored))
-                .await,
-            Verified::Valid { rehash: None }
-        );
-        assert_eq!(
-            h.verify(&Password::new("wrong"), Some(&stored)).await,
-            Verified::Invalid
-        );
-        assert_eq!(
-            h.verify(&Password::new("correct horse"), None).await,
-            Verified::Invalid
-        );
-        assert_eq!(
-            h.verify(&Password::new(""), Some(&stored)).await,
-            Verified::Invalid
-        );
+        assert!(stored.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"), "{stored}");
+        assert_eq!(h.verify(&Password::new("correct horse"), Some(&stored)).await, Verified::Valid { rehash: None });
+        assert_eq!(h.verify(&Password::new("wrong"), Some(&stored)).await, Verified::Invalid);
+        assert_eq!(h.verify(&Password::new("correct horse"), None).await, Verified::Invalid);
+        assert_eq!(h.verify(&Password::new(""), Some(&stored)).await, Verified::Invalid);
     }
 
     #[tokio::test]
@@ -259,13 +211,7 @@ mod tests {
     #[tokio::test]
     async fn empty_and_huge_passwords_are_refused() {
         let h = hasher(1024);
-        assert!(matches!(
-            h.hash(&Password::new("")).await,
-            Err(HashError::Empty)
-        ));
-        assert!(matches!(
-            h.hash(&Password::new("x".repeat(2000))).await,
-            Err(HashError::TooLong)
-        ));
+        assert!(matches!(h.hash(&Password::new("")).await, Err(HashError::Empty)));
+        assert!(matches!(h.hash(&Password::new("x".repeat(2000))).await, Err(HashError::TooLong)));
     }
 }

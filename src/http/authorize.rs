@@ -16,31 +16,19 @@ use crate::store::StoreError;
 use crate::AppState;
 
 pub async fn get(State(st): State<AppState>, session: Session, RawQuery(q): RawQuery) -> Response {
-    let pairs = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
+    let pairs = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
     handle(&st, &session, pairs).await
 }
 
-pub async fn post(
-    State(st): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
     if !form {
         return untrusted(
             &st,
-            &UntrustedError::Malformed(
-                "The request must be sent as a form (application/x-www-form-urlencoded).",
-            ),
+            &UntrustedError::Malformed("The request must be sent as a form (application/x-www-form-urlencoded)."),
         );
     }
     let pairs = url::form_urlencoded::parse(&body).into_owned().collect();
@@ -59,13 +47,7 @@ fn untrusted(st: &AppState, e: &UntrustedError) -> Response {
 
 /// Per-client validation allowances from the client's options.
 pub fn policy(client: &crate::store::Client) -> ClientPolicy {
-    ClientPolicy {
-        nonce_optional: client
-            .options
-            .get("nonce_optional")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false),
-    }
+    ClientPolicy { nonce_optional: client.options.get("nonce_optional").and_then(|v| v.as_bool()).unwrap_or(false) }
 }
 
 async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) -> Response {
@@ -93,14 +75,15 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         Err(StoreError::NotFound) => return untrusted(st, &UntrustedError::UnknownClient),
         Err(e) => return server_error_page(&st.settings, &from_store(e)),
     };
-    let redirect_uri = match authorize::trusted_redirect_uri(&params, &client) {
+    let le = crate::liveengage::profile(&client);
+    let redirect_uri = match authorize::trusted_redirect_uri(&params, &client, |u| {
+        le.as_ref().is_some_and(|p| p.matches_window_url(u))
+    }) {
         Ok(r) => r.to_string(),
         Err(e) => return untrusted(st, &e),
     };
     // Step 2: everything else; errors go back to the client.
-    let state = params
-        .get("state")
-        .filter(|s| s.len() <= authorize::MAX_STATE_LEN);
+    let state = params.get("state").filter(|s| s.len() <= authorize::MAX_STATE_LEN);
     let issuer = st.settings.issuer.as_str();
     let mode = authorize::error_mode(&params);
     let fail = |e: &OAuthError| error_to_client(&redirect_uri, mode, e, state, issuer);
@@ -114,9 +97,7 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         Some(h) => match hint::verify(h, &keys, issuer) {
             Some(h) => Some(h.subject),
             None => {
-                return fail(&OAuthError::invalid_request(
-                    "id_token_hint is not a valid id_token from this server",
-                ))
+                return fail(&OAuthError::invalid_request("id_token_hint is not a valid id_token from this server"))
             }
         },
     };
@@ -125,17 +106,10 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         Err(e) => return fail(&e),
     };
     let now = st.now();
-    match authorize::decide(
-        &req,
-        current.as_ref().map(|(l, _)| l),
-        hint_subject.as_deref(),
-        now,
-    ) {
+    match authorize::decide(&req, current.as_ref().map(|(l, _)| l), hint_subject.as_deref(), now) {
         SessionDecision::Fail(code) => {
             let msg = match code {
-                ErrorCode::LoginRequired => {
-                    "the consumer must log in, and prompt=none forbids asking"
-                }
+                ErrorCode::LoginRequired => "the consumer must log in, and prompt=none forbids asking",
                 _ => "interaction is required",
             };
             fail(&OAuthError::new(code, msg))
@@ -148,23 +122,16 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         }
         SessionDecision::Proceed => {
             let (logged_in, consumer) = current.expect("Proceed implies a session");
-            match issue::authorization_response(st, &req, &consumer, logged_in.auth_time).await {
+            match issue::authorization_response(st, &client, &req, &consumer, logged_in.auth_time).await {
                 Ok(mut out) => {
                     if let Some(s) = &req.state {
                         out.push(("state", s.clone()));
                     }
                     out.push(("iss", issuer.to_string()));
-                    let pairs: Vec<(&str, &str)> =
-                        out.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let pairs: Vec<(&str, &str)> = out.iter().map(|(k, v)| (*k, v.as_str())).collect();
                     to_client(&redirect_uri, req.response_mode, &pairs)
                 }
-                Err(e) => error_to_client(
-                    &redirect_uri,
-                    req.response_mode,
-                    &e,
-                    req.state.as_deref(),
-                    issuer,
-                ),
+                Err(e) => error_to_client(&redirect_uri, req.response_mode, &e, req.state.as_deref(), issuer),
             }
         }
     }

@@ -18,10 +18,7 @@ pub async fn healthz() -> &'static str {
 /// Ready to serve logins: the database answers (within two seconds) and a signing key is
 /// loaded. 503 with `Retry-After` otherwise.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let db_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let db_ok = matches!(tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await, Ok(Ok(())));
     let keys_ok = state.keys.signer().is_some();
     let body = json!({
         "database": if db_ok { "ok" } else { "unavailable" },
@@ -30,11 +27,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if db_ok && keys_ok {
         (StatusCode::OK, Json(body)).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            Json(body),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], Json(body)).into_response()
     }
 }

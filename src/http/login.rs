@@ -31,18 +31,12 @@ fn safe_return_to(r: Option<&str>) -> Option<&str> {
 
 fn return_param(return_to: &str, name: &str) -> Option<String> {
     let q = return_to.split_once('?').map(|(_, q)| q)?;
-    url::form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 async fn client_name(st: &AppState, return_to: &str) -> Option<String> {
     let id = return_param(return_to, "client_id")?;
-    st.store
-        .client(&id)
-        .await
-        .ok()
-        .map(|c| c.name.unwrap_or(c.client_id))
+    st.store.client(&id).await.ok().map(|c| c.name.unwrap_or(c.client_id))
 }
 
 async fn render(
@@ -71,11 +65,7 @@ async fn render(
     res
 }
 
-pub async fn get(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<LoginQuery>,
-) -> Response {
+pub async fn get(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
     let return_to = safe_return_to(q.return_to.as_deref()).unwrap_or("");
     let hint = return_param(return_to, "login_hint").unwrap_or_default();
     let hint: String = hint.chars().take(128).collect();
@@ -93,12 +83,7 @@ pub struct LoginForm {
     return_to: String,
 }
 
-pub async fn post(
-    State(st): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         return error_page(
             &st.settings,
@@ -108,9 +93,7 @@ pub async fn post(
             Some("invalid_request"),
         );
     };
-    let return_to = safe_return_to(Some(&form.return_to))
-        .unwrap_or("")
-        .to_string();
+    let return_to = safe_return_to(Some(&form.return_to)).unwrap_or("").to_string();
     if !csrf_ok(&st, &headers, form.csrf.as_deref()) {
         // Stale or forged form: show a fresh one rather than a dead end.
         return render(
@@ -142,21 +125,11 @@ pub async fn post(
         Err(e) => return server_error_page(&st.settings, &from_store(e)),
     };
     // Unknown usernames verify against a dummy hash: same work, same answer.
-    let verified = st
-        .hasher
-        .verify(
-            &password,
-            consumer.as_ref().and_then(|c| c.password_hash.as_deref()),
-        )
-        .await;
+    let verified = st.hasher.verify(&password, consumer.as_ref().and_then(|c| c.password_hash.as_deref())).await;
     let consumer = match (verified, consumer) {
         (Verified::Valid { rehash }, Some(c)) if !c.disabled => {
             if let (Some(new), Some(old)) = (rehash, c.password_hash.as_deref()) {
-                if let Err(e) = st
-                    .store
-                    .upgrade_password_hash(&c.id, old, &new, st.now())
-                    .await
-                {
+                if let Err(e) = st.store.upgrade_password_hash(&c.id, old, &new, st.now()).await {
                     tracing::warn!(error = %e, "could not store the upgraded password hash");
                 }
             }
@@ -164,15 +137,7 @@ pub async fn post(
         }
         _ => {
             tracing::info!("login failed");
-            return render(
-                &st,
-                &headers,
-                StatusCode::UNAUTHORIZED,
-                &return_to,
-                username,
-                Some(FAILED),
-            )
-            .await;
+            return render(&st, &headers, StatusCode::UNAUTHORIZED, &return_to, username, Some(FAILED)).await;
         }
     };
     if let Err(e) = session::log_in(&session, &consumer.id, st.now()).await {
@@ -188,11 +153,7 @@ pub async fn post(
 
 pub async fn done(State(st): State<AppState>, session: Session) -> Response {
     match session::current(&st, &session).await {
-        Ok(Some(_)) => message_page(
-            &st.settings,
-            "Signed in",
-            "You are signed in. You can close this page.",
-        ),
+        Ok(Some(_)) => message_page(&st.settings, "Signed in", "You are signed in. You can close this page."),
         Ok(None) => see_other("/login"),
         Err(e) => server_error_page(&st.settings, &e),
     }

@@ -17,22 +17,13 @@ use crate::oidc::hint;
 use crate::store::{Client, StoreError};
 use crate::AppState;
 
-const CARRIED: &[&str] = &[
-    "id_token_hint",
-    "post_logout_redirect_uri",
-    "state",
-    "client_id",
-    "ui_locales",
-];
+const CARRIED: &[&str] = &["id_token_hint", "post_logout_redirect_uri", "state", "client_id", "ui_locales"];
 
 fn form_pairs(headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
     if form {
         url::form_urlencoded::parse(body).into_owned().collect()
     } else {
@@ -40,38 +31,18 @@ fn form_pairs(headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
     }
 }
 
-pub async fn get(
-    State(st): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let pairs = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
+pub async fn get(State(st): State<AppState>, session: Session, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let pairs = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
     handle(&st, &session, &headers, pairs, false).await
 }
 
-pub async fn post(
-    State(st): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
     handle(&st, &session, &headers, form_pairs(&headers, &body), false).await
 }
 
-pub async fn confirm(
-    State(st): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn confirm(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
     let pairs = form_pairs(&headers, &body);
-    let token = pairs
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v.clone());
+    let token = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.clone());
     if !csrf_ok(&st, &headers, token.as_deref()) {
         return error_page(
             &st.settings,
@@ -86,13 +57,7 @@ pub async fn confirm(
 }
 
 fn bad(st: &AppState, msg: &str) -> Response {
-    error_page(
-        &st.settings,
-        StatusCode::BAD_REQUEST,
-        "Sign-out request not valid",
-        msg,
-        Some("invalid_request"),
-    )
+    error_page(&st.settings, StatusCode::BAD_REQUEST, "Sign-out request not valid", msg, Some("invalid_request"))
 }
 
 async fn handle(
@@ -113,18 +78,11 @@ async fn handle(
         None => None,
         Some(h) => match hint::verify(h, &keys, &st.settings.issuer) {
             Some(h) => Some(h),
-            None => {
-                return bad(
-                    st,
-                    "The id_token_hint is not a valid token from this server.",
-                )
-            }
+            None => return bad(st, "The id_token_hint is not a valid token from this server."),
         },
     };
     let client_id = match (p.get("client_id"), &hint) {
-        (Some(c), Some(h)) if c != h.audience => {
-            return bad(st, "client_id does not match the id_token_hint.")
-        }
+        (Some(c), Some(h)) if c != h.audience => return bad(st, "client_id does not match the id_token_hint."),
         (Some(c), _) => Some(c.to_string()),
         (None, Some(h)) => Some(h.audience.clone()),
         (None, None) => None,
@@ -140,19 +98,11 @@ async fn handle(
     let redirect = match p.get("post_logout_redirect_uri") {
         None => None,
         Some(uri) => match &client {
-            Some(c) if c.post_logout_redirect_uris.iter().any(|r| r == uri) => {
-                Some(uri.to_string())
+            Some(c) if c.post_logout_redirect_uris.iter().any(|r| r == uri) => Some(uri.to_string()),
+            Some(_) => {
+                return bad(st, "The address to return to after sign-out is not registered for this application.")
             }
-            Some(_) => return bad(
-                st,
-                "The address to return to after sign-out is not registered for this application.",
-            ),
-            None => {
-                return bad(
-                    st,
-                    "post_logout_redirect_uri needs an id_token_hint or a client_id.",
-                )
-            }
+            None => return bad(st, "post_logout_redirect_uri needs an id_token_hint or a client_id."),
         },
     };
     let current = match session::current(st, session).await {
@@ -166,16 +116,11 @@ async fn handle(
     };
     if current.is_some() && !hint_matches && !confirmed {
         let csrf = csrf_for(st, headers);
-        let carry = CARRIED
-            .iter()
-            .filter_map(|k| p.get(k).map(|v| (k.to_string(), v.to_string())))
-            .collect();
+        let carry = CARRIED.iter().filter_map(|k| p.get(k).map(|v| (k.to_string(), v.to_string()))).collect();
         let page = LogoutPage {
             brand: Brand::from(&st.settings),
             csrf: csrf.token,
-            client_name: client
-                .as_ref()
-                .map(|c| c.name.clone().unwrap_or_else(|| c.client_id.clone())),
+            client_name: client.as_ref().map(|c| c.name.clone().unwrap_or_else(|| c.client_id.clone())),
             carry,
         };
         let mut res = html(StatusCode::OK, &page);

@@ -4,6 +4,7 @@
 mod assets;
 mod authorize;
 mod health;
+mod liveengage;
 mod login;
 mod logout;
 pub mod pages;
@@ -16,9 +17,7 @@ use axum::http::{header, HeaderName, HeaderValue, Request};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -36,9 +35,7 @@ struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&crate::crypto::random_token::<12>())
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&crate::crypto::random_token::<12>()).ok().map(RequestId::new)
     }
 }
 
@@ -50,18 +47,18 @@ pub fn router(state: AppState) -> Router {
         .route("/login/done", get(login::done))
         .route("/logout", get(logout::get).post(logout::post))
         .route("/logout/confirm", post(logout::confirm))
+        .route("/liveengage/token", post(liveengage::token).options(liveengage::preflight))
+        .route("/liveengage/identity", get(liveengage::identity).options(liveengage::preflight))
         .layer(session::layer(&state));
     let mut router = Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(wellknown::discovery),
-        )
+        .route("/.well-known/openid-configuration", get(wellknown::discovery))
         .route("/jwks.json", get(wellknown::jwks))
         .route("/token", post(token::token))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/static/{file}", get(assets::asset))
+        .route("/liveengage.js", get(liveengage::script))
         .merge(browser)
         .with_state(state.clone())
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -80,12 +77,10 @@ pub fn router(state: AppState) -> Router {
         ));
     }
     router
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), RandomRequestId))
         .layer(tower::util::MapRequestLayer::new(|mut req: Request<axum::body::Body>| {

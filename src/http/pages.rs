@@ -13,10 +13,7 @@ pub struct Brand {
 
 impl Brand {
     pub fn from(s: &Settings) -> Brand {
-        Brand {
-            name: s.brand_name.clone(),
-            logo_url: s.brand_logo_url.clone(),
-        }
+        Brand { name: s.brand_name.clone(), logo_url: s.brand_logo_url.clone() }
     }
 }
 
@@ -65,8 +62,7 @@ pub struct FormPostPage {
 }
 
 /// No inline script or style anywhere; pages may not be framed (clickjacking).
-pub const PAGE_CSP: &str =
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
                             frame-ancestors 'none'; base-uri 'none'";
 
 /// Renders a page with the browser-facing security headers.
@@ -79,10 +75,7 @@ pub fn html_with_csp(status: StatusCode, page: &impl Template, csp: &str) -> Res
         Ok(body) => {
             let mut res = (status, body).into_response();
             let h = res.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             h.insert("x-frame-options", HeaderValue::from_static("DENY"));
@@ -98,13 +91,7 @@ pub fn html_with_csp(status: StatusCode, page: &impl Template, csp: &str) -> Res
     }
 }
 
-pub fn error_page(
-    s: &Settings,
-    status: StatusCode,
-    title: &str,
-    message: &str,
-    code: Option<&str>,
-) -> Response {
+pub fn error_page(s: &Settings, status: StatusCode, title: &str, message: &str, code: Option<&str>) -> Response {
     html(
         status,
         &ErrorPage {
@@ -117,14 +104,7 @@ pub fn error_page(
 }
 
 pub fn message_page(s: &Settings, title: &str, message: &str) -> Response {
-    html(
-        StatusCode::OK,
-        &MessagePage {
-            brand: Brand::from(s),
-            title: title.into(),
-            message: message.into(),
-        },
-    )
+    html(StatusCode::OK, &MessagePage { brand: Brand::from(s), title: title.into(), message: message.into() })
 }
 
 /// The page for a failure inside brand-idp (database down, bug): says what the user can do,
@@ -139,8 +119,7 @@ pub fn server_error_page(s: &Settings, err: &crate::oidc::error::OAuthError) -> 
             "Signing in is not possible right now. Please try again in a moment.",
             Some("temporarily_unavailable"),
         );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         res
     } else {
         error_page(

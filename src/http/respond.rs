@@ -38,18 +38,11 @@ pub fn to_client(redirect_uri: &str, mode: ResponseMode, params: &[(&str, &str)]
         ResponseMode::FormPost => {
             let page = FormPostPage {
                 action: redirect_uri.to_string(),
-                fields: params
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                fields: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             };
             // The page posts to the client, so form-action must allow exactly that origin.
             let origin = url.origin().ascii_serialization();
-            let target = if origin == "null" {
-                redirect_uri.to_string()
-            } else {
-                origin
-            };
+            let target = if origin == "null" { redirect_uri.to_string() } else { origin };
             let csp = format!(
                 "default-src 'none'; script-src 'self'; form-action {target}; frame-ancestors 'none'; base-uri 'none'"
             );
@@ -63,8 +56,7 @@ fn found(location: &str) -> Response {
         Ok(v) => {
             let mut res = StatusCode::FOUND.into_response();
             res.headers_mut().insert(header::LOCATION, v);
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
@@ -80,10 +72,7 @@ pub fn error_to_client(
     state: Option<&str>,
     issuer: &str,
 ) -> Response {
-    let mut params: Vec<(&str, &str)> = vec![
-        ("error", err.code.as_str()),
-        ("error_description", &err.description),
-    ];
+    let mut params: Vec<(&str, &str)> = vec![("error", err.code.as_str()), ("error_description", &err.description)];
     if let Some(s) = state {
         params.push(("state", s));
     }
@@ -97,8 +86,7 @@ pub fn see_other(location: &str) -> Response {
         Ok(v) => {
             let mut res = StatusCode::SEE_OTHER.into_response();
             res.headers_mut().insert(header::LOCATION, v);
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
         Err(_) => (StatusCode::BAD_REQUEST, "bad redirect").into_response(),

@@ -43,8 +43,7 @@ fn backend(e: StoreError) -> session_store::Error {
 }
 
 fn encode(record: &Record) -> session_store::Result<(String, i64)> {
-    let data = serde_json::to_string(&record.data)
-        .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    let data = serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
     Ok((data, record.expiry_date.unix_timestamp()))
 }
 
@@ -53,12 +52,7 @@ impl SessionStore for DbSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         loop {
             let (data, exp) = encode(record)?;
-            if self
-                .store
-                .insert_session(&token_hash(&record.id.to_string()), &data, exp)
-                .await
-                .map_err(backend)?
-            {
+            if self.store.insert_session(&token_hash(&record.id.to_string()), &data, exp).await.map_err(backend)? {
                 return Ok(());
             }
             // A 128-bit collision: astronomically unlikely, but never overwrite a session.
@@ -68,37 +62,23 @@ impl SessionStore for DbSessionStore {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let (data, exp) = encode(record)?;
-        self.store
-            .save_session(&token_hash(&record.id.to_string()), &data, exp)
-            .await
-            .map_err(backend)
+        self.store.save_session(&token_hash(&record.id.to_string()), &data, exp).await.map_err(backend)
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let Some((data, exp)) = self
-            .store
-            .load_session(&token_hash(&id.to_string()), self.clock.now())
-            .await
-            .map_err(backend)?
+        let Some((data, exp)) =
+            self.store.load_session(&token_hash(&id.to_string()), self.clock.now()).await.map_err(backend)?
         else {
             return Ok(None);
         };
-        let data =
-            serde_json::from_str(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
-        let expiry_date = OffsetDateTime::from_unix_timestamp(exp)
-            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
-        Ok(Some(Record {
-            id: *id,
-            data,
-            expiry_date,
-        }))
+        let data = serde_json::from_str(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let expiry_date =
+            OffsetDateTime::from_unix_timestamp(exp).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        Ok(Some(Record { id: *id, data, expiry_date }))
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.store
-            .delete_session(&token_hash(&id.to_string()))
-            .await
-            .map_err(backend)
+        self.store.delete_session(&token_hash(&id.to_string())).await.map_err(backend)
     }
 }
 
@@ -109,9 +89,7 @@ pub fn layer(st: &AppState) -> SessionManagerLayer<DbSessionStore> {
         .with_same_site(SameSite::Lax)
         .with_secure(st.settings.is_https())
         .with_path("/")
-        .with_expiry(Expiry::OnInactivity(CookieDuration::seconds(
-            st.settings.session_ttl_secs,
-        )))
+        .with_expiry(Expiry::OnInactivity(CookieDuration::seconds(st.settings.session_ttl_secs)))
 }
 
 const KEY_SUB: &str = "sub";
@@ -119,10 +97,7 @@ const KEY_AUTH_TIME: &str = "auth_time";
 
 /// The consumer logged in with this session, if the session is live and the account still
 /// may log in. A database failure is an error, not "logged out".
-pub async fn current(
-    st: &AppState,
-    session: &Session,
-) -> Result<Option<(LoggedIn, Consumer)>, OAuthError> {
+pub async fn current(st: &AppState, session: &Session) -> Result<Option<(LoggedIn, Consumer)>, OAuthError> {
     let sub: Option<String> = session.get(KEY_SUB).await.map_err(session_error)?;
     let auth_time: Option<i64> = session.get(KEY_AUTH_TIME).await.map_err(session_error)?;
     let (Some(sub), Some(auth_time)) = (sub, auth_time) else {
@@ -132,13 +107,7 @@ pub async fn current(
         return Ok(None);
     }
     match st.store.consumer_by_id(&sub).await {
-        Ok(c) if !c.disabled => Ok(Some((
-            LoggedIn {
-                subject: sub,
-                auth_time,
-            },
-            c,
-        ))),
+        Ok(c) if !c.disabled => Ok(Some((LoggedIn { subject: sub, auth_time }, c))),
         Ok(_) | Err(StoreError::NotFound) => Ok(None),
         Err(e) => Err(from_store(e)),
     }
@@ -147,14 +116,8 @@ pub async fn current(
 /// Starts a logged-in session under a new id (no fixation).
 pub async fn log_in(session: &Session, subject: &str, auth_time: i64) -> Result<(), OAuthError> {
     session.cycle_id().await.map_err(session_error)?;
-    session
-        .insert(KEY_SUB, subject)
-        .await
-        .map_err(session_error)?;
-    session
-        .insert(KEY_AUTH_TIME, auth_time)
-        .await
-        .map_err(session_error)?;
+    session.insert(KEY_SUB, subject).await.map_err(session_error)?;
+    session.insert(KEY_AUTH_TIME, auth_time).await.map_err(session_error)?;
     session.save().await.map_err(session_error)?;
     Ok(())
 }
@@ -192,26 +155,16 @@ pub struct Csrf {
 
 pub fn csrf_for(st: &AppState, headers: &HeaderMap) -> Csrf {
     match cookie(headers, CSRF_COOKIE).filter(|v| v.len() == 43) {
-        Some(v) => Csrf {
-            new_cookie: None,
-            token: st.secrets.csrf_token(v),
-        },
+        Some(v) => Csrf { new_cookie: None, token: st.secrets.csrf_token(v) },
         None => {
             let v = random_token::<32>();
-            Csrf {
-                token: st.secrets.csrf_token(&v),
-                new_cookie: Some(v),
-            }
+            Csrf { token: st.secrets.csrf_token(&v), new_cookie: Some(v) }
         }
     }
 }
 
 pub fn csrf_cookie_header(st: &AppState, value: &str) -> String {
-    let secure = if st.settings.is_https() {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if st.settings.is_https() { "; Secure" } else { "" };
     format!("{CSRF_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{secure}")
 }
 

@@ -29,31 +29,19 @@ pub fn token_error(e: &OAuthError) -> Response {
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
-    let mut res = (
-        status,
-        Json(json!({"error": e.code.as_str(), "error_description": e.description})),
-    )
-        .into_response();
+    let mut res = (status, Json(json!({"error": e.code.as_str(), "error_description": e.description}))).into_response();
     no_store(&mut res);
     if status == StatusCode::UNAUTHORIZED {
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"brand-idp\""),
-        );
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"brand-idp\""));
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     res
 }
 
 fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase()
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase()
 }
 
 /// The request's parameters: a form body, or (older LiveEngage generations) a JSON object
@@ -64,26 +52,20 @@ fn body_pairs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>,
         return Ok(url::form_urlencoded::parse(body).into_owned().collect());
     }
     if ct.starts_with("application/json") {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|_| OAuthError::invalid_request("the JSON body is malformed"))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|_| OAuthError::invalid_request("the JSON body is malformed"))?;
         let Value::Object(m) = v else {
-            return Err(OAuthError::invalid_request(
-                "the JSON body must be an object",
-            ));
+            return Err(OAuthError::invalid_request("the JSON body must be an object"));
         };
         return m
             .into_iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k, s)),
-                _ => Err(OAuthError::invalid_request(format!(
-                    "the parameter {k} must be a string"
-                ))),
+                _ => Err(OAuthError::invalid_request(format!("the parameter {k} must be a string"))),
             })
             .collect();
     }
-    Err(OAuthError::invalid_request(
-        "the body must be application/x-www-form-urlencoded",
-    ))
+    Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"))
 }
 
 pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -97,21 +79,13 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, body: Bytes) 
     }
 }
 
-async fn token_inner(
-    st: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<issue::TokenResponse, OAuthError> {
+async fn token_inner(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<issue::TokenResponse, OAuthError> {
     let params = single_params(body_pairs(headers, body)?)?;
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let auth = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
     let creds = credentials(auth, &params)?;
     let client = match st.store.client(&creds.client_id).await {
         Ok(c) => c,
-        Err(StoreError::NotFound) => {
-            return Err(OAuthError::invalid_client("client authentication failed"))
-        }
+        Err(StoreError::NotFound) => return Err(OAuthError::invalid_client("client authentication failed")),
         Err(e) => return Err(from_store(e)),
     };
     let authenticated = match (&client.secret_hash, &creds.secret) {
@@ -128,21 +102,11 @@ async fn token_inner(
         None | Some("") => return Err(OAuthError::invalid_request("grant_type is missing")),
         Some("authorization_code") => {}
         Some(_) => {
-            return Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                "only authorization_code is supported",
-            ))
+            return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "only authorization_code is supported"))
         }
     }
     let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
-    issue::exchange_code(
-        st,
-        &client,
-        get("code"),
-        get("redirect_uri"),
-        get("code_verifier"),
-    )
-    .await
+    issue::exchange_code(st, &client, get("code"), get("redirect_uri"), get("code_verifier")).await
 }
 
 fn bearer_error(status: StatusCode, e: Option<&OAuthError>) -> Response {
@@ -167,12 +131,7 @@ fn bearer_error(status: StatusCode, e: Option<&OAuthError>) -> Response {
     res
 }
 
-pub async fn userinfo(
-    State(st): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn userinfo(State(st): State<AppState>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
     let header_token = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => None,
         Some(Ok(h)) => match h.split_once(' ') {
@@ -182,52 +141,37 @@ pub async fn userinfo(
             _ => {
                 return bearer_error(
                     StatusCode::UNAUTHORIZED,
-                    Some(&OAuthError::new(
-                        ErrorCode::InvalidToken,
-                        "use the Bearer scheme",
-                    )),
+                    Some(&OAuthError::new(ErrorCode::InvalidToken, "use the Bearer scheme")),
                 )
             }
         },
         Some(Err(_)) => {
             return bearer_error(
                 StatusCode::UNAUTHORIZED,
-                Some(&OAuthError::new(
-                    ErrorCode::InvalidToken,
-                    "malformed header",
-                )),
+                Some(&OAuthError::new(ErrorCode::InvalidToken, "malformed header")),
             )
         }
     };
-    let body_token = if method == Method::POST
-        && content_type(&headers).starts_with("application/x-www-form-urlencoded")
-    {
-        let pairs: Vec<(String, String)> =
-            url::form_urlencoded::parse(&body).into_owned().collect();
-        let mut tokens = pairs
-            .into_iter()
-            .filter(|(k, _)| k == "access_token")
-            .map(|(_, v)| v);
-        let first = tokens.next();
-        if tokens.next().is_some() {
-            return bearer_error(
-                StatusCode::BAD_REQUEST,
-                Some(&OAuthError::invalid_request(
-                    "access_token appears more than once",
-                )),
-            );
-        }
-        first
-    } else {
-        None
-    };
+    let body_token =
+        if method == Method::POST && content_type(&headers).starts_with("application/x-www-form-urlencoded") {
+            let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+            let mut tokens = pairs.into_iter().filter(|(k, _)| k == "access_token").map(|(_, v)| v);
+            let first = tokens.next();
+            if tokens.next().is_some() {
+                return bearer_error(
+                    StatusCode::BAD_REQUEST,
+                    Some(&OAuthError::invalid_request("access_token appears more than once")),
+                );
+            }
+            first
+        } else {
+            None
+        };
     let token = match (header_token, body_token) {
         (Some(_), Some(_)) => {
             return bearer_error(
                 StatusCode::BAD_REQUEST,
-                Some(&OAuthError::invalid_request(
-                    "send the token in one place only",
-                )),
+                Some(&OAuthError::invalid_request("send the token in one place only")),
             )
         }
         (Some(t), None) | (None, Some(t)) => t,
@@ -239,9 +183,7 @@ pub async fn userinfo(
             no_store(&mut res);
             res
         }
-        Err(e) if e.code == ErrorCode::InvalidToken => {
-            bearer_error(StatusCode::UNAUTHORIZED, Some(&e))
-        }
+        Err(e) if e.code == ErrorCode::InvalidToken => bearer_error(StatusCode::UNAUTHORIZED, Some(&e)),
         Err(e) => token_error(&e),
     }
 }

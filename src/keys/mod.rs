@@ -138,38 +138,19 @@ pub async fn rotate(
     activate_after: i64,
     retire_grace: i64,
 ) -> Result<StoredKey, KeyError> {
-    let key = generate_async(
-        bits,
-        secrets,
-        now,
-        KeyState::Next,
-        Some(now + activate_after),
-    )
-    .await?;
+    let key = generate_async(bits, secrets, now, KeyState::Next, Some(now + activate_after)).await?;
     store.insert_key(&key).await?;
     if activate_after == 0 {
-        store
-            .activate_key(&key.kid, now, now + retire_grace)
-            .await?;
+        store.activate_key(&key.kid, now, now + retire_grace).await?;
     }
     let all = store.all_keys().await?;
-    all.into_iter()
-        .find(|k| k.kid == key.kid)
-        .ok_or(KeyError::NoSuchKey(key.kid))
+    all.into_iter().find(|k| k.kid == key.kid).ok_or(KeyError::NoSuchKey(key.kid))
 }
 
 /// The DER SubjectPublicKeyInfo of a stored key.
 pub fn spki_der(k: &StoredKey) -> Result<Vec<u8>, KeyError> {
-    let n = k
-        .public_jwk
-        .get("n")
-        .and_then(Value::as_str)
-        .and_then(b64url_decode);
-    let e = k
-        .public_jwk
-        .get("e")
-        .and_then(Value::as_str)
-        .and_then(b64url_decode);
+    let n = k.public_jwk.get("n").and_then(Value::as_str).and_then(b64url_decode);
+    let e = k.public_jwk.get("e").and_then(Value::as_str).and_then(b64url_decode);
     let (Some(n), Some(e)) = (n, e) else {
         return Err(StoreError::Corrupt(format!("public JWK of {}", k.kid)).into());
     };
@@ -214,11 +195,7 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 
 fn der_uint(bytes: &[u8]) -> Vec<u8> {
     let trimmed: &[u8] = {
-        let skip = bytes
-            .iter()
-            .take_while(|b| **b == 0)
-            .count()
-            .min(bytes.len().saturating_sub(1));
+        let skip = bytes.iter().take_while(|b| **b == 0).count().min(bytes.len().saturating_sub(1));
         &bytes[skip..]
     };
     let mut content = Vec::with_capacity(trimmed.len() + 1);
@@ -231,9 +208,8 @@ fn der_uint(bytes: &[u8]) -> Vec<u8> {
 
 fn encode_spki(n: &[u8], e: &[u8]) -> Vec<u8> {
     // AlgorithmIdentifier { rsaEncryption, NULL }
-    const RSA_ALG_ID: &[u8] = &[
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
+    const RSA_ALG_ID: &[u8] =
+        &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
     let mut rsa_pub = der_uint(n);
     rsa_pub.extend(der_uint(e));
     let rsa_pub = der(0x30, &rsa_pub);
@@ -253,24 +229,17 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("Signer").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
 impl Signer {
     fn open(k: &StoredKey, secrets: &SecretKeys) -> Result<Signer, KeyError> {
-        let pkcs8 = secrets
-            .open(&k.private_key, k.kid.as_bytes())
-            .ok_or_else(|| KeyError::CannotOpen(k.kid.clone()))?;
+        let pkcs8 =
+            secrets.open(&k.private_key, k.kid.as_bytes()).ok_or_else(|| KeyError::CannotOpen(k.kid.clone()))?;
         let key = KeyPair::from_pkcs8(&pkcs8).map_err(|_| KeyError::CannotOpen(k.kid.clone()))?;
         let header = json!({"alg": "RS256", "kid": k.kid, "typ": "JWT"});
-        Ok(Signer {
-            kid: k.kid.clone(),
-            key,
-            header_b64: b64url(header.to_string().as_bytes()),
-        })
+        Ok(Signer { kid: k.kid.clone(), key, header_b64: b64url(header.to_string().as_bytes()) })
     }
 
     /// A compact JWS (RS256) over the given claims.
@@ -302,12 +271,9 @@ pub struct PublicKey {
 
 impl PublicKey {
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
-        RsaPublicKeyComponents {
-            n: &self.n,
-            e: &self.e,
-        }
-        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
-        .is_ok()
+        RsaPublicKeyComponents { n: &self.n, e: &self.e }
+            .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
+            .is_ok()
     }
 }
 
@@ -354,10 +320,7 @@ impl KeyRing {
     /// Reloads from the database; parses keys again only when the published set changed.
     pub async fn refresh(&self, store: &Store, now: i64) -> Result<(), KeyError> {
         let keys = store.published_keys(now).await?;
-        let fingerprint: String = keys
-            .iter()
-            .map(|k| format!("{}:{};", k.kid, k.state.as_str()))
-            .collect();
+        let fingerprint: String = keys.iter().map(|k| format!("{}:{};", k.kid, k.state.as_str())).collect();
         if fingerprint == self.get().fingerprint {
             return Ok(());
         }
@@ -368,29 +331,16 @@ impl KeyRing {
             if k.state == KeyState::Active {
                 signer = Some(Arc::new(Signer::open(k, &self.secrets)?));
             }
-            let get = |m: &str| {
-                k.public_jwk
-                    .get(m)
-                    .and_then(Value::as_str)
-                    .and_then(b64url_decode)
-            };
+            let get = |m: &str| k.public_jwk.get(m).and_then(Value::as_str).and_then(b64url_decode);
             if let (Some(n), Some(e)) = (get("n"), get("e")) {
-                public.push(PublicKey {
-                    kid: k.kid.clone(),
-                    state: k.state,
-                    n,
-                    e,
-                });
+                public.push(PublicKey { kid: k.kid.clone(), state: k.state, n, e });
             }
             jwks.push(k.public_jwk.clone());
         }
         // The active key first: some clients try keys in order.
         jwks.sort_by_key(|j| {
             let kid = j.get("kid").and_then(Value::as_str).unwrap_or_default();
-            keys.iter()
-                .find(|k| k.kid == kid)
-                .map(|k| k.state != KeyState::Active)
-                .unwrap_or(true)
+            keys.iter().find(|k| k.kid == kid).map(|k| k.state != KeyState::Active).unwrap_or(true)
         });
         let body = json!({"keys": jwks}).to_string();
         let set = KeySet {
@@ -423,8 +373,7 @@ mod tests {
         let n = b64url(parsed.modulus().big_endian_without_leading_zero());
         assert_eq!(Some(n.as_str()), k.public_jwk["n"].as_str());
         let signer = Signer::open(&k, &secrets).unwrap();
-        let kp_der: aws_lc_rs::encoding::PublicKeyX509Der =
-            signer.key.public_key().as_der().unwrap();
+        let kp_der: aws_lc_rs::encoding::PublicKeyX509Der = signer.key.public_key().as_der().unwrap();
         assert_eq!(kp_der.as_ref(), der.as_slice());
         let one_line = spki_base64(&k).unwrap();
         assert!(!one_line.contains('\n') && !one_line.contains("BEGIN"));
@@ -446,9 +395,6 @@ mod tests {
         assert!(pk.verify(msg.as_bytes(), &b64url_decode(sig).unwrap()));
         assert!(!pk.verify(b"other", &b64url_decode(sig).unwrap()));
         let wrong = SecretKeys::from_secret(&[5u8; 32]);
-        assert!(matches!(
-            Signer::open(&k, &wrong),
-            Err(KeyError::CannotOpen(_))
-        ));
+        assert!(matches!(Signer::open(&k, &wrong), Err(KeyError::CannotOpen(_))));
     }
 }

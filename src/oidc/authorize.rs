@@ -22,6 +22,9 @@ pub enum ResponseType {
     Code,
     IdToken,
     IdTokenToken,
+    /// Legacy LiveEngage connectors: the id_token, as `token`, in the query. Only for
+    /// clients registered with it (the LiveEngage profile).
+    LegacyToken,
 }
 
 impl ResponseType {
@@ -32,6 +35,7 @@ impl ResponseType {
             ["code"] => Some(ResponseType::Code),
             ["id_token"] => Some(ResponseType::IdToken),
             ["id_token", "token"] => Some(ResponseType::IdTokenToken),
+            ["token"] => Some(ResponseType::LegacyToken),
             _ => None,
         }
     }
@@ -41,13 +45,17 @@ impl ResponseType {
             ResponseType::Code => "code",
             ResponseType::IdToken => "id_token",
             ResponseType::IdTokenToken => "id_token token",
+            ResponseType::LegacyToken => "token",
         }
     }
     pub fn is_implicit(self) -> bool {
         !matches!(self, ResponseType::Code)
     }
     pub fn default_mode(self) -> ResponseMode {
-        if self.is_implicit() {
+        if self == ResponseType::LegacyToken {
+            // What legacy LiveEngage windows read.
+            ResponseMode::Query
+        } else if self.is_implicit() {
             ResponseMode::Fragment
         } else {
             ResponseMode::Query
@@ -91,9 +99,7 @@ pub struct Params {
 }
 
 impl Params {
-    pub fn from_pairs(
-        pairs: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Params, &'static str> {
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Params, &'static str> {
         let mut p = Params::default();
         for (k, v) in pairs {
             if p.order.len() >= MAX_PARAMS {
@@ -113,10 +119,7 @@ impl Params {
 
     /// A parameter's value; an empty value counts as absent (RFC 6749 §3.1).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.map
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.map.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
     pub fn is_duplicated(&self, name: &str) -> bool {
@@ -172,17 +175,18 @@ pub fn client_id(p: &Params) -> Result<&str, UntrustedError> {
 }
 
 /// Step 1 with the client: the redirect URI must equal a registered one exactly (simple
-/// string comparison, OIDC Core §3.1.2.1).
-pub fn trusted_redirect_uri<'a>(p: &'a Params, client: &Client) -> Result<&'a str, UntrustedError> {
+/// string comparison, OIDC Core §3.1.2.1). `also` is a client-specific extra rule (the
+/// LiveEngage profile's window URLs); it is `|_| false` for every other client.
+pub fn trusted_redirect_uri<'a>(
+    p: &'a Params,
+    client: &Client,
+    also: impl Fn(&str) -> bool,
+) -> Result<&'a str, UntrustedError> {
     if p.is_duplicated("redirect_uri") {
-        return Err(UntrustedError::Malformed(
-            "The request repeats redirect_uri.",
-        ));
+        return Err(UntrustedError::Malformed("The request repeats redirect_uri."));
     }
-    let uri = p
-        .get("redirect_uri")
-        .ok_or(UntrustedError::MissingRedirectUri)?;
-    if client.redirect_uris.iter().any(|r| r == uri) {
+    let uri = p.get("redirect_uri").ok_or(UntrustedError::MissingRedirectUri)?;
+    if client.redirect_uris.iter().any(|r| r == uri) || also(uri) {
         Ok(uri)
     } else {
         Err(UntrustedError::UnregisteredRedirectUri)
@@ -195,10 +199,7 @@ pub fn error_mode(p: &Params) -> ResponseMode {
     if let Some(m) = p.get("response_mode").and_then(ResponseMode::parse) {
         return m;
     }
-    p.get("response_type")
-        .and_then(ResponseType::parse)
-        .map(ResponseType::default_mode)
-        .unwrap_or(ResponseMode::Query)
+    p.get("response_type").and_then(ResponseType::parse).map(ResponseType::default_mode).unwrap_or(ResponseMode::Query)
 }
 
 /// A fully validated authorization request.
@@ -236,10 +237,8 @@ fn too_long(name: &str, v: &str) -> bool {
 }
 
 /// PKCE code challenge (RFC 7636 §4.2): S256 of a verifier, 43 characters of base64url.
-fn valid_challenge(c: &str) -> bool {
-    (43..=128).contains(&c.len())
-        && c.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+pub fn valid_challenge(c: &str) -> bool {
+    (43..=128).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
 /// Step 2: everything else. The error, if any, goes to the client on `error_mode(p)`.
@@ -259,16 +258,10 @@ pub fn validate(
         }
     }
     if p.get("request").is_some() {
-        return Err(OAuthError::new(
-            ErrorCode::RequestNotSupported,
-            "request objects are not supported",
-        ));
+        return Err(OAuthError::new(ErrorCode::RequestNotSupported, "request objects are not supported"));
     }
     if p.get("request_uri").is_some() {
-        return Err(OAuthError::new(
-            ErrorCode::RequestUriNotSupported,
-            "request_uri is not supported",
-        ));
+        return Err(OAuthError::new(ErrorCode::RequestUriNotSupported, "request_uri is not supported"));
     }
     if p.get("registration").is_some() {
         return Err(OAuthError::new(
@@ -276,58 +269,41 @@ pub fn validate(
             "the registration parameter is not supported",
         ));
     }
-    let rt_raw = p
-        .get("response_type")
-        .ok_or_else(|| bad("response_type is missing"))?;
-    let response_type = ResponseType::parse(rt_raw).ok_or_else(|| {
-        OAuthError::new(
-            ErrorCode::UnsupportedResponseType,
-            "supported response types: code, id_token, id_token token",
-        )
-    })?;
-    if !client
-        .response_types
-        .iter()
-        .any(|t| t == response_type.as_str())
-    {
+    let rt_raw = p.get("response_type").ok_or_else(|| bad("response_type is missing"))?;
+    let legacy_allowed = client.response_types.iter().any(|t| t == "token");
+    let response_type = ResponseType::parse(rt_raw)
+        .filter(|rt| *rt != ResponseType::LegacyToken || legacy_allowed)
+        .ok_or_else(|| {
+            OAuthError::new(
+                ErrorCode::UnsupportedResponseType,
+                "supported response types: code, id_token, id_token token",
+            )
+        })?;
+    if !client.response_types.iter().any(|t| t == response_type.as_str()) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
-            format!(
-                "this client may not use response_type {}",
-                response_type.as_str()
-            ),
+            format!("this client may not use response_type {}", response_type.as_str()),
         ));
     }
     let response_mode = match p.get("response_mode") {
         None => response_type.default_mode(),
         Some(m) => {
-            let mode = ResponseMode::parse(m)
-                .ok_or_else(|| bad("response_mode must be query, fragment or form_post"))?;
+            let mode =
+                ResponseMode::parse(m).ok_or_else(|| bad("response_mode must be query, fragment or form_post"))?;
             // Tokens never travel in a query string (OAuth 2.0 Multiple Response Types §3.0).
-            if mode == ResponseMode::Query && response_type.is_implicit() {
-                return Err(bad(
-                    "response_mode query cannot carry tokens; use fragment or form_post",
-                ));
+            if mode == ResponseMode::Query && response_type.is_implicit() && response_type != ResponseType::LegacyToken
+            {
+                return Err(bad("response_mode query cannot carry tokens; use fragment or form_post"));
             }
             mode
         }
     };
-    let scope = p.get("scope").ok_or_else(|| {
-        OAuthError::new(
-            ErrorCode::InvalidScope,
-            "scope is missing; it must include openid",
-        )
-    })?;
-    let scopes: Vec<String> = scope
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let scope = p
+        .get("scope")
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidScope, "scope is missing; it must include openid"))?;
+    let scopes: Vec<String> = scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
     if !scopes.iter().any(|s| s == "openid") {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidScope,
-            "scope must include openid",
-        ));
+        return Err(OAuthError::new(ErrorCode::InvalidScope, "scope must include openid"));
     }
     let nonce = p.get("nonce").map(str::to_string);
     if response_type.is_implicit() && nonce.is_none() && !policy.nonce_optional {
@@ -341,17 +317,11 @@ pub fn validate(
                 "login" => prompt.login = true,
                 "consent" => prompt.consent = true,
                 "select_account" => prompt.select_account = true,
-                _ => {
-                    return Err(bad(
-                        "prompt values are none, login, consent and select_account",
-                    ))
-                }
+                _ => return Err(bad("prompt values are none, login, consent and select_account")),
             }
         }
         if prompt.none && (prompt.login || prompt.consent || prompt.select_account) {
-            return Err(bad(
-                "prompt=none cannot be combined with other prompt values",
-            ));
+            return Err(bad("prompt=none cannot be combined with other prompt values"));
         }
     }
     let max_age = match p.get("max_age") {
@@ -369,11 +339,7 @@ pub fn validate(
         (Some(c), m) => {
             match m {
                 Some("S256") => {}
-                Some("plain") | None => {
-                    return Err(bad(
-                        "code_challenge_method must be S256 (plain is not accepted)",
-                    ))
-                }
+                Some("plain") | None => return Err(bad("code_challenge_method must be S256 (plain is not accepted)")),
                 Some(_) => return Err(bad("code_challenge_method must be S256")),
             }
             if !valid_challenge(c) {
@@ -383,15 +349,12 @@ pub fn validate(
         }
     };
     if client.is_public() && response_type == ResponseType::Code && code_challenge.is_none() {
-        return Err(bad(
-            "public clients must use PKCE (code_challenge with S256)",
-        ));
+        return Err(bad("public clients must use PKCE (code_challenge with S256)"));
     }
     let claims = match p.get("claims") {
         None => None,
         Some(c) => {
-            let v: serde_json::Value =
-                serde_json::from_str(c).map_err(|_| bad("claims is not valid JSON"))?;
+            let v: serde_json::Value = serde_json::from_str(c).map_err(|_| bad("claims is not valid JSON"))?;
             if !v.is_object() {
                 return Err(bad("claims must be a JSON object"));
             }
@@ -465,10 +428,8 @@ pub fn return_query(p: &Params) -> String {
     let mut ser = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in p.pairs_without(|_, _| false) {
         if k == "prompt" {
-            let rest: Vec<&str> = v
-                .split(' ')
-                .filter(|x| !x.is_empty() && *x != "login" && *x != "select_account")
-                .collect();
+            let rest: Vec<&str> =
+                v.split(' ').filter(|x| !x.is_empty() && *x != "login" && *x != "select_account").collect();
             if !rest.is_empty() {
                 ser.append_pair("prompt", &rest.join(" "));
             }
@@ -489,10 +450,7 @@ mod tests {
             client_id: "rp".into(),
             secret_hash: Some("x".into()),
             name: None,
-            redirect_uris: vec![
-                "https://rp.example/cb".into(),
-                "https://rp.example/cb?x=1".into(),
-            ],
+            redirect_uris: vec!["https://rp.example/cb".into(), "https://rp.example/cb?x=1".into()],
             post_logout_redirect_uris: vec![],
             response_types: vec!["code".into(), "id_token".into(), "id_token token".into()],
             auth_method: AuthMethod::ClientSecretBasic,
@@ -509,9 +467,7 @@ mod tests {
     fn check(q: &str) -> Result<AuthorizeRequest, OAuthError> {
         let p = params(q);
         let c = client();
-        let r = trusted_redirect_uri(&p, &c)
-            .map_err(|_| OAuthError::invalid_request("untrusted"))?
-            .to_string();
+        let r = trusted_redirect_uri(&p, &c, |_| false).map_err(|_| OAuthError::invalid_request("untrusted"))?.to_string();
         validate(&p, &c, &r, ClientPolicy::default())
     }
 
@@ -530,85 +486,49 @@ mod tests {
                 "redirect_uri={}",
                 url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
             ));
-            assert_eq!(
-                trusted_redirect_uri(&p, &c),
-                Err(UntrustedError::UnregisteredRedirectUri),
-                "{bad}"
-            );
+            assert_eq!(trusted_redirect_uri(&p, &c, |_| false), Err(UntrustedError::UnregisteredRedirectUri), "{bad}");
         }
         let p = params("redirect_uri=https%3A%2F%2Frp.example%2Fcb%3Fx%3D1");
-        assert!(trusted_redirect_uri(&p, &c).is_ok());
+        assert!(trusted_redirect_uri(&p, &c, |_| false).is_ok());
     }
 
     #[test]
     fn response_type_and_mode_rules() {
-        assert_eq!(
-            check(&format!("{BASE}&response_type=code"))
-                .unwrap()
-                .response_mode,
-            ResponseMode::Query
-        );
+        assert_eq!(check(&format!("{BASE}&response_type=code")).unwrap().response_mode, ResponseMode::Query);
         let r = check(&format!("{BASE}&response_type=token%20id_token&nonce=n")).unwrap();
-        assert_eq!(
-            (r.response_type, r.response_mode),
-            (ResponseType::IdTokenToken, ResponseMode::Fragment)
-        );
-        assert_eq!(
-            check(&format!("{BASE}&response_type=token"))
-                .unwrap_err()
-                .code,
-            ErrorCode::UnsupportedResponseType
-        );
+        assert_eq!((r.response_type, r.response_mode), (ResponseType::IdTokenToken, ResponseMode::Fragment));
+        assert_eq!(check(&format!("{BASE}&response_type=token")).unwrap_err().code, ErrorCode::UnsupportedResponseType);
         assert_eq!(check(BASE).unwrap_err().code, ErrorCode::InvalidRequest);
         assert_eq!(
-            check(&format!(
-                "{BASE}&response_type=id_token&nonce=n&response_mode=query"
-            ))
-            .unwrap_err()
-            .code,
+            check(&format!("{BASE}&response_type=id_token&nonce=n&response_mode=query")).unwrap_err().code,
             ErrorCode::InvalidRequest
         );
         assert_eq!(
-            check(&format!(
-                "{BASE}&response_type=code&response_mode=form_post"
-            ))
-            .unwrap()
-            .response_mode,
+            check(&format!("{BASE}&response_type=code&response_mode=form_post")).unwrap().response_mode,
             ResponseMode::FormPost
         );
-        assert_eq!(
-            error_mode(&params("response_type=id_token")),
-            ResponseMode::Fragment
-        );
-        assert_eq!(
-            error_mode(&params("response_type=bogus")),
-            ResponseMode::Query
-        );
+        assert_eq!(error_mode(&params("response_type=id_token")), ResponseMode::Fragment);
+        assert_eq!(error_mode(&params("response_type=bogus")), ResponseMode::Query);
     }
 
     #[test]
     fn openid_scope_nonce_prompt_max_age() {
-        let e = check("client_id=rp&redirect_uri=https%3A%2F%2Frp.example%2Fcb&scope=email&response_type=code").unwrap_err();
+        let e = check("client_id=rp&redirect_uri=https%3A%2F%2Frp.example%2Fcb&scope=email&response_type=code")
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidScope);
+        assert_eq!(check(&format!("{BASE}&response_type=id_token")).unwrap_err().code, ErrorCode::InvalidRequest);
         assert_eq!(
-            check(&format!("{BASE}&response_type=id_token"))
-                .unwrap_err()
-                .code,
+            check(&format!("{BASE}&response_type=code&prompt=none%20login")).unwrap_err().code,
             ErrorCode::InvalidRequest
         );
         assert_eq!(
-            check(&format!("{BASE}&response_type=code&prompt=none%20login"))
-                .unwrap_err()
-                .code,
+            check(&format!("{BASE}&response_type=code&max_age=-1")).unwrap_err().code,
             ErrorCode::InvalidRequest
         );
-        assert_eq!(
-            check(&format!("{BASE}&response_type=code&max_age=-1"))
-                .unwrap_err()
-                .code,
-            ErrorCode::InvalidRequest
-        );
-        let r = check(&format!("{BASE}%20email&response_type=code&prompt=login%20consent&max_age=0&display=popup&ui_locales=fr&foo=bar")).unwrap();
+        let r = check(&format!(
+            "{BASE}%20email&response_type=code&prompt=login%20consent&max_age=0&display=popup&ui_locales=fr&foo=bar"
+        ))
+        .unwrap();
         assert!(r.prompt.login && r.prompt.consent);
         assert_eq!(r.max_age, Some(0));
     }
@@ -616,21 +536,15 @@ mod tests {
     #[test]
     fn request_objects_and_duplicates() {
         assert_eq!(
-            check(&format!("{BASE}&response_type=code&request=eyJ"))
-                .unwrap_err()
-                .code,
+            check(&format!("{BASE}&response_type=code&request=eyJ")).unwrap_err().code,
             ErrorCode::RequestNotSupported
         );
         assert_eq!(
-            check(&format!("{BASE}&response_type=code&request_uri=https://x"))
-                .unwrap_err()
-                .code,
+            check(&format!("{BASE}&response_type=code&request_uri=https://x")).unwrap_err().code,
             ErrorCode::RequestUriNotSupported
         );
         assert_eq!(
-            check(&format!("{BASE}&response_type=code&state=a&state=b"))
-                .unwrap_err()
-                .code,
+            check(&format!("{BASE}&response_type=code&state=a&state=b")).unwrap_err().code,
             ErrorCode::InvalidRequest
         );
     }
@@ -638,44 +552,23 @@ mod tests {
     #[test]
     fn pkce_only_s256() {
         let ch = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-        assert!(check(&format!(
-            "{BASE}&response_type=code&code_challenge={ch}&code_challenge_method=S256"
-        ))
-        .is_ok());
-        assert!(check(&format!(
-            "{BASE}&response_type=code&code_challenge={ch}&code_challenge_method=plain"
-        ))
-        .is_err());
+        assert!(check(&format!("{BASE}&response_type=code&code_challenge={ch}&code_challenge_method=S256")).is_ok());
+        assert!(check(&format!("{BASE}&response_type=code&code_challenge={ch}&code_challenge_method=plain")).is_err());
         assert!(check(&format!("{BASE}&response_type=code&code_challenge={ch}")).is_err());
-        assert!(check(&format!(
-            "{BASE}&response_type=code&code_challenge=short&code_challenge_method=S256"
-        ))
-        .is_err());
+        assert!(check(&format!("{BASE}&response_type=code&code_challenge=short&code_challenge_method=S256")).is_err());
     }
 
     #[test]
     fn session_decisions() {
         let r = check(&format!("{BASE}&response_type=code&max_age=60")).unwrap();
-        let s = LoggedIn {
-            subject: "a".into(),
-            auth_time: 1000,
-        };
+        let s = LoggedIn { subject: "a".into(), auth_time: 1000 };
         assert_eq!(decide(&r, Some(&s), None, 1060), SessionDecision::Proceed);
         assert_eq!(decide(&r, Some(&s), None, 1061), SessionDecision::Login);
         assert_eq!(decide(&r, None, None, 0), SessionDecision::Login);
         let none = check(&format!("{BASE}&response_type=code&prompt=none")).unwrap();
-        assert_eq!(
-            decide(&none, None, None, 0),
-            SessionDecision::Fail(ErrorCode::LoginRequired)
-        );
-        assert_eq!(
-            decide(&none, Some(&s), Some("b"), 0),
-            SessionDecision::Fail(ErrorCode::LoginRequired)
-        );
-        assert_eq!(
-            decide(&none, Some(&s), Some("a"), 0),
-            SessionDecision::Proceed
-        );
+        assert_eq!(decide(&none, None, None, 0), SessionDecision::Fail(ErrorCode::LoginRequired));
+        assert_eq!(decide(&none, Some(&s), Some("b"), 0), SessionDecision::Fail(ErrorCode::LoginRequired));
+        assert_eq!(decide(&none, Some(&s), Some("a"), 0), SessionDecision::Proceed);
     }
 
     #[test]

@@ -33,11 +33,7 @@ pub fn claims_for_scope(scope: &str) -> &'static [&'static str] {
 
 /// The scopes this server grants out of the requested ones, in a canonical order.
 pub fn granted_scopes(requested: &[String]) -> Vec<&'static str> {
-    crate::oidc::discovery::SCOPES
-        .iter()
-        .copied()
-        .filter(|s| requested.iter().any(|r| r == s))
-        .collect()
+    crate::oidc::discovery::SCOPES.iter().copied().filter(|s| requested.iter().any(|r| r == s)).collect()
 }
 
 /// Claim names to release to `target` ("id_token" or "userinfo"): those of the scopes,
@@ -53,8 +49,7 @@ pub fn requested_names(scope: &str, claims_param: Option<&Value>, target: &str) 
     }
     if let Some(Value::Object(m)) = claims_param.and_then(|c| c.get(target)) {
         for k in m.keys() {
-            if crate::oidc::discovery::CLAIMS.contains(&k.as_str()) && !names.iter().any(|n| n == k)
-            {
+            if crate::oidc::discovery::CLAIMS.contains(&k.as_str()) && !names.iter().any(|n| n == k) {
                 names.push(k.clone());
             }
         }
@@ -94,13 +89,12 @@ pub struct IdTokenInput<'a> {
     pub access_token: Option<&'a str>,
     pub scope: &'a str,
     pub claims_param: Option<&'a Value>,
+    /// LiveEngage engagement attributes, for clients with the LiveEngage profile.
+    pub lp_sdes: Option<&'a Value>,
 }
 
 pub fn id_token_claims(i: &IdTokenInput<'_>) -> Value {
-    let mut m = user_claims(
-        i.consumer,
-        &requested_names(i.scope, i.claims_param, "id_token"),
-    );
+    let mut m = user_claims(i.consumer, &requested_names(i.scope, i.claims_param, "id_token"));
     m.insert("iss".into(), json!(i.issuer));
     m.insert("sub".into(), json!(i.consumer.id));
     m.insert("aud".into(), json!(i.client_id));
@@ -113,6 +107,9 @@ pub fn id_token_claims(i: &IdTokenInput<'_>) -> Value {
     }
     if let Some(at) = i.access_token {
         m.insert("at_hash".into(), json!(half_hash(at)));
+    }
+    if let Some(sdes) = i.lp_sdes {
+        m.insert("lp_sdes".into(), sdes.clone());
     }
     Value::Object(m)
 }
@@ -155,7 +152,8 @@ mod tests {
 
     #[test]
     fn claims_parameter_adds_named_claims_per_target() {
-        let param = json!({"userinfo": {"email": {"essential": true}, "bogus": null}, "id_token": {"phone_number": null}});
+        let param =
+            json!({"userinfo": {"email": {"essential": true}, "bogus": null}, "id_token": {"phone_number": null}});
         let names = requested_names("openid", Some(&param), "userinfo");
         assert_eq!(names, vec!["email"]);
         let names = requested_names("openid", Some(&param), "id_token");
@@ -165,9 +163,6 @@ mod tests {
     #[test]
     fn at_hash_matches_the_spec_example() {
         // OIDC Core A.3: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" -> "77QmUPtjPfzWtF2AnpK9RQ".
-        assert_eq!(
-            half_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
-            "77QmUPtjPfzWtF2AnpK9RQ"
-        );
+        assert_eq!(half_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
     }
 }

@@ -36,8 +36,7 @@ pub fn parse_redirect_uri(s: &str) -> Result<String, ClientError> {
     if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(bad("must not contain spaces or control characters"));
     }
-    let url = url::Url::parse(s)
-        .map_err(|_| bad("must be an absolute URI such as https://app.example/callback"))?;
+    let url = url::Url::parse(s).map_err(|_| bad("must be an absolute URI such as https://app.example/callback"))?;
     if url.fragment().is_some() || s.contains('#') {
         return Err(bad("must not have a fragment"));
     }
@@ -49,19 +48,14 @@ pub fn parse_redirect_uri(s: &str) -> Result<String, ClientError> {
             // The WHATWG parser repairs "https:///x" into "https://x/"; the exact string is
             // what gets compared later, so it must be well-formed as written.
             let rest = &s[url.scheme().len()..];
-            if !rest.starts_with("://")
-                || rest[3..].starts_with('/')
-                || url.host_str().is_none_or(str::is_empty)
-            {
+            if !rest.starts_with("://") || rest[3..].starts_with('/') || url.host_str().is_none_or(str::is_empty) {
                 return Err(bad("must name a host"));
             }
         }
         _ => {}
     }
     if url.cannot_be_a_base() && !s.contains(":/") {
-        return Err(bad(
-            "must be an absolute URI such as https://app.example/callback",
-        ));
+        return Err(bad("must be an absolute URI such as https://app.example/callback"));
     }
     Ok(s.to_string())
 }
@@ -107,9 +101,7 @@ pub fn register(r: Registration) -> Result<(NewClient, Option<String>), ClientEr
     if r.redirect_uris.is_empty() {
         return Err(ClientError::NoRedirectUri);
     }
-    if r.redirect_uris.len() > MAX_REDIRECT_URIS
-        || r.post_logout_redirect_uris.len() > MAX_REDIRECT_URIS
-    {
+    if r.redirect_uris.len() > MAX_REDIRECT_URIS || r.post_logout_redirect_uris.len() > MAX_REDIRECT_URIS {
         return Err(ClientError::TooManyRedirectUris);
     }
     let mut redirect_uris = Vec::new();
@@ -119,17 +111,10 @@ pub fn register(r: Registration) -> Result<(NewClient, Option<String>), ClientEr
             redirect_uris.push(u);
         }
     }
-    let post_logout = r
-        .post_logout_redirect_uris
-        .iter()
-        .map(|u| parse_redirect_uri(u))
-        .collect::<Result<Vec<_>, _>>()?;
+    let post_logout =
+        r.post_logout_redirect_uris.iter().map(|u| parse_redirect_uri(u)).collect::<Result<Vec<_>, _>>()?;
     let mut response_types = Vec::new();
-    let given = if r.response_types.is_empty() {
-        vec!["code".to_string()]
-    } else {
-        r.response_types
-    };
+    let given = if r.response_types.is_empty() { vec!["code".to_string()] } else { r.response_types };
     for t in given {
         let t = parse_response_type(&t)?;
         if !response_types.contains(&t) {
@@ -148,11 +133,7 @@ pub fn register(r: Registration) -> Result<(NewClient, Option<String>), ClientEr
             None => Some(generate_secret()),
         }
     };
-    let auth_method = if r.public {
-        AuthMethod::None
-    } else {
-        r.auth_method.unwrap_or(AuthMethod::ClientSecretBasic)
-    };
+    let auth_method = if r.public { AuthMethod::None } else { r.auth_method.unwrap_or(AuthMethod::ClientSecretBasic) };
     let client = NewClient {
         client_id: r.client_id,
         secret_hash: None,
@@ -193,10 +174,7 @@ mod tests {
 
     #[test]
     fn response_types_are_normalised() {
-        assert_eq!(
-            parse_response_type("token id_token").unwrap(),
-            "id_token token"
-        );
+        assert_eq!(parse_response_type("token id_token").unwrap(), "id_token token");
         assert!(parse_response_type("token").is_err());
         assert!(parse_response_type("code id_token").is_err());
     }
@@ -217,27 +195,12 @@ mod tests {
         assert!(s.unwrap().len() >= 43);
         assert_eq!(c.response_types, vec!["code"]);
         assert_eq!(
-            register(Registration {
-                secret: Some("short".into()),
-                ..base()
-            })
-            .unwrap_err(),
+            register(Registration { secret: Some("short".into()), ..base() }).unwrap_err(),
             ClientError::WeakSecret
         );
-        let (c, s) = register(Registration {
-            public: true,
-            ..base()
-        })
-        .unwrap();
+        let (c, s) = register(Registration { public: true, ..base() }).unwrap();
         assert!(s.is_none());
         assert_eq!(c.auth_method, AuthMethod::None);
-        assert_eq!(
-            register(Registration {
-                client_id: "a b".into(),
-                ..base()
-            })
-            .unwrap_err(),
-            ClientError::BadClientId
-        );
+        assert_eq!(register(Registration { client_id: "a b".into(), ..base() }).unwrap_err(), ClientError::BadClientId);
     }
 }

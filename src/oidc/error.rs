@@ -60,10 +60,7 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> OAuthError {
-        OAuthError {
-            code,
-            description: description.into(),
-        }
+        OAuthError { code, description: description.into() }
     }
     pub fn invalid_request(d: impl Into<Cow<'static, str>>) -> OAuthError {
         Self::new(ErrorCode::InvalidRequest, d)
@@ -75,16 +72,10 @@ impl OAuthError {
         Self::new(ErrorCode::InvalidClient, d)
     }
     pub fn server_error() -> OAuthError {
-        Self::new(
-            ErrorCode::ServerError,
-            "the server could not complete the request",
-        )
+        Self::new(ErrorCode::ServerError, "the server could not complete the request")
     }
     pub fn unavailable() -> OAuthError {
-        Self::new(
-            ErrorCode::TemporarilyUnavailable,
-            "the service is temporarily unavailable; try again shortly",
-        )
+        Self::new(ErrorCode::TemporarilyUnavailable, "the service is temporarily unavailable; try again shortly")
     }
 }
 

@@ -39,8 +39,5 @@ pub fn verify(token: &str, keys: &KeySet, issuer: &str) -> Option<Hint> {
         Value::Array(a) => a.first()?.as_str()?.to_string(),
         _ => return None,
     };
-    Some(Hint {
-        subject: claims.get("sub")?.as_str()?.to_string(),
-        audience,
-    })
+    Some(Hint { subject: claims.get("sub")?.as_str()?.to_string(), audience })
 }

@@ -5,12 +5,28 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::crypto::{random_token, token_hash};
+use crate::liveengage::{self, Flow};
 use crate::oidc::authorize::{AuthorizeRequest, ResponseType};
 use crate::oidc::claims::{self, granted_scopes, IdTokenInput};
 use crate::oidc::error::{from_store, ErrorCode, OAuthError};
 use crate::oidc::token::verify_pkce;
 use crate::store::{AccessTokenRow, AuthCodeRow, Client, Consumer, Redeemed, StoreError};
 use crate::AppState;
+
+/// The `lp_sdes` claim for a LiveEngage client: the consumer's stored attributes.
+fn lp_sdes<'a>(client: &Client, consumer: &'a Consumer) -> Option<&'a Value> {
+    liveengage::profile(client)
+        .and(consumer.lp_attributes.as_ref())
+        .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+}
+
+/// Signs, then (if the client's LiveEngage profile says so for this flow) encrypts.
+fn finish_id_token(client: &Client, jws: String, flow: Flow) -> Result<String, OAuthError> {
+    liveengage::maybe_encrypt(client, jws, flow).map_err(|e| {
+        tracing::error!(client_id = %client.client_id, error = %e, "id_token encryption failed");
+        OAuthError::server_error()
+    })
+}
 
 /// Signs an id_token with the active key.
 pub fn sign_id_token(st: &AppState, input: &IdTokenInput<'_>) -> Result<String, OAuthError> {
@@ -51,12 +67,21 @@ async fn mint_access_token(
 /// before `state` and `iss` are added by the caller.
 pub async fn authorization_response(
     st: &AppState,
+    client: &Client,
     req: &AuthorizeRequest,
     consumer: &Consumer,
     auth_time: i64,
 ) -> Result<Vec<(&'static str, String)>, OAuthError> {
     let now = st.now();
-    let scope = granted_scopes(&req.scopes).join(" ");
+    let scope = if liveengage::profile(client).is_some() {
+        // LiveEngage asks for `openid` only but shows agents the standard claims: its
+        // clients always get the scopes that carry them.
+        let mut requested = req.scopes.clone();
+        requested.extend(liveengage::SCOPE.split(' ').map(str::to_string));
+        granted_scopes(&requested).join(" ")
+    } else {
+        granted_scopes(&req.scopes).join(" ")
+    };
     let grant_id = random_token::<16>();
     match req.response_type {
         ResponseType::Code => {
@@ -80,19 +105,11 @@ pub async fn authorization_response(
                 .map_err(from_store)?;
             Ok(vec![("code", code)])
         }
-        ResponseType::IdToken | ResponseType::IdTokenToken => {
+        ResponseType::IdToken | ResponseType::IdTokenToken | ResponseType::LegacyToken => {
             let access_token = if req.response_type == ResponseType::IdTokenToken {
                 Some(
-                    mint_access_token(
-                        st,
-                        &grant_id,
-                        &req.client_id,
-                        &consumer.id,
-                        &scope,
-                        req.claims.as_ref(),
-                        now,
-                    )
-                    .await?,
+                    mint_access_token(st, &grant_id, &req.client_id, &consumer.id, &scope, req.claims.as_ref(), now)
+                        .await?,
                 )
             } else {
                 None
@@ -110,8 +127,13 @@ pub async fn authorization_response(
                     access_token: access_token.as_deref(),
                     scope: &scope,
                     claims_param: req.claims.as_ref(),
+                    lp_sdes: lp_sdes(client, consumer),
                 },
             )?;
+            let id_token = finish_id_token(client, id_token, Flow::Implicit)?;
+            if req.response_type == ResponseType::LegacyToken {
+                return Ok(vec![("token", id_token)]);
+            }
             let mut out = Vec::with_capacity(4);
             if let Some(at) = access_token {
                 out.push(("access_token", at));
@@ -153,69 +175,36 @@ pub async fn exchange_code(
 ) -> Result<TokenResponse, OAuthError> {
     let code = code.ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
     if code.len() > 512 {
-        return Err(OAuthError::invalid_grant(
-            "the code is invalid, expired or already used",
-        ));
+        return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
     }
     let now = st.now();
-    let row = match st
-        .store
-        .redeem_code(&token_hash(code), now)
-        .await
-        .map_err(from_store)?
-    {
+    let row = match st.store.redeem_code(&token_hash(code), now).await.map_err(from_store)? {
         Redeemed::Fresh(row) => row,
         Redeemed::Replayed { client_id } => {
             tracing::warn!(client_id = %client_id, "authorization code replayed; the grant's tokens are revoked");
-            return Err(OAuthError::invalid_grant(
-                "the code is invalid, expired or already used",
-            ));
+            return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
         }
-        Redeemed::Invalid => {
-            return Err(OAuthError::invalid_grant(
-                "the code is invalid, expired or already used",
-            ))
-        }
+        Redeemed::Invalid => return Err(OAuthError::invalid_grant("the code is invalid, expired or already used")),
     };
     if row.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the code was not issued to this client",
-        ));
+        return Err(OAuthError::invalid_grant("the code was not issued to this client"));
     }
-    if redirect_uri != Some(row.redirect_uri.as_str()) {
-        return Err(OAuthError::invalid_grant(
-            "redirect_uri does not match the authorization request",
-        ));
+    if !redirect_uri_binds(client, redirect_uri, &row.redirect_uri) {
+        return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
     }
     if client.is_public() && row.code_challenge.is_none() {
         return Err(OAuthError::invalid_grant("public clients must use PKCE"));
     }
-    verify_pkce(
-        row.code_challenge.as_deref(),
-        code_verifier,
-        max_verifier_len(client),
-    )?;
+    verify_pkce(row.code_challenge.as_deref(), code_verifier, max_verifier_len(client))?;
     let consumer = match st.store.consumer_by_id(&row.consumer_id).await {
         Ok(c) if !c.disabled => c,
-        Ok(_) | Err(StoreError::NotFound) => {
-            return Err(OAuthError::invalid_grant("the account is no longer active"))
-        }
+        Ok(_) | Err(StoreError::NotFound) => return Err(OAuthError::invalid_grant("the account is no longer active")),
         Err(e) => return Err(from_store(e)),
     };
-    let claims_param: Option<Value> = row
-        .claims
-        .as_deref()
-        .and_then(|c| serde_json::from_str(c).ok());
-    let access_token = mint_access_token(
-        st,
-        &row.grant_id,
-        &client.client_id,
-        &consumer.id,
-        &row.scope,
-        claims_param.as_ref(),
-        now,
-    )
-    .await?;
+    let claims_param: Option<Value> = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok());
+    let access_token =
+        mint_access_token(st, &row.grant_id, &client.client_id, &consumer.id, &row.scope, claims_param.as_ref(), now)
+            .await?;
     let id_token = sign_id_token(
         st,
         &IdTokenInput {
@@ -229,8 +218,10 @@ pub async fn exchange_code(
             access_token: Some(&access_token),
             scope: &row.scope,
             claims_param: claims_param.as_ref(),
+            lp_sdes: lp_sdes(client, &consumer),
         },
     )?;
+    let id_token = finish_id_token(client, id_token, Flow::Code)?;
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -240,36 +231,109 @@ pub async fn exchange_code(
     })
 }
 
+/// RFC 6749 §4.1.3: the token request repeats the authorization request's redirect_uri.
+/// LiveEngage's legacy connectors send a different registered URI (`https://liveperson.net`)
+/// than the window URL they authorized with, so for a LiveEngage client any URI registered
+/// for that client is accepted too; every other client needs the exact one.
+fn redirect_uri_binds(client: &Client, given: Option<&str>, bound: &str) -> bool {
+    match given {
+        Some(g) if g == bound => true,
+        Some(g) => liveengage::profile(client).is_some() && client.redirect_uris.iter().any(|r| r == g),
+        None => false,
+    }
+}
+
+/// What the embedded window's JavaScript method hands to LiveEngage.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Embedded {
+    IdToken { id_token: String, expires_in: i64 },
+    Code { code: String, redirect_uri: String, expires_in: i64 },
+}
+
+/// Mints a fresh id_token (implicit) or code (code flow) for the logged-in consumer, out of
+/// band, for a LiveEngage client's embedded window.
+pub async fn embedded(
+    st: &AppState,
+    client: &Client,
+    consumer: &Consumer,
+    auth_time: i64,
+    flow: Flow,
+    code_challenge: Option<&str>,
+    redirect_uri: Option<&str>,
+) -> Result<Embedded, OAuthError> {
+    let now = st.now();
+    match flow {
+        Flow::Implicit => {
+            let jws = sign_id_token(
+                st,
+                &IdTokenInput {
+                    issuer: &st.settings.issuer,
+                    client_id: &client.client_id,
+                    consumer,
+                    now,
+                    ttl: st.settings.id_token_ttl_secs,
+                    auth_time,
+                    nonce: None,
+                    access_token: None,
+                    scope: liveengage::SCOPE,
+                    claims_param: None,
+                    lp_sdes: lp_sdes(client, consumer),
+                },
+            )?;
+            Ok(Embedded::IdToken {
+                id_token: finish_id_token(client, jws, Flow::Implicit)?,
+                expires_in: st.settings.id_token_ttl_secs,
+            })
+        }
+        Flow::Code => {
+            let redirect_uri = redirect_uri.unwrap_or(liveengage::LIVEPERSON_REDIRECT);
+            if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
+                return Err(OAuthError::invalid_request("redirect_uri is not registered for this client"));
+            }
+            if let Some(c) = code_challenge {
+                if !crate::oidc::authorize::valid_challenge(c) {
+                    return Err(OAuthError::invalid_request("code_challenge is not a valid S256 challenge"));
+                }
+            }
+            let code = random_token::<32>();
+            st.store
+                .insert_code(&AuthCodeRow {
+                    code_hash: token_hash(&code),
+                    grant_id: random_token::<16>(),
+                    client_id: client.client_id.clone(),
+                    consumer_id: consumer.id.clone(),
+                    redirect_uri: redirect_uri.to_string(),
+                    scope: liveengage::SCOPE.to_string(),
+                    nonce: None,
+                    auth_time,
+                    code_challenge: code_challenge.map(str::to_string),
+                    claims: None,
+                    created_at: now,
+                    expires_at: now + st.settings.code_ttl_secs,
+                })
+                .await
+                .map_err(from_store)?;
+            Ok(Embedded::Code { code, redirect_uri: redirect_uri.to_string(), expires_in: st.settings.code_ttl_secs })
+        }
+    }
+}
+
 /// OIDC Core §5.3: the claims an access token may see.
 pub async fn userinfo(st: &AppState, token: &str) -> Result<Value, OAuthError> {
-    let invalid = || {
-        OAuthError::new(
-            ErrorCode::InvalidToken,
-            "the access token is invalid, expired or revoked",
-        )
-    };
+    let invalid = || OAuthError::new(ErrorCode::InvalidToken, "the access token is invalid, expired or revoked");
     if token.len() > 512 {
         return Err(invalid());
     }
-    let row = st
-        .store
-        .live_access_token(&token_hash(token), st.now())
-        .await
-        .map_err(from_store)?
-        .ok_or_else(invalid)?;
+    let row =
+        st.store.live_access_token(&token_hash(token), st.now()).await.map_err(from_store)?.ok_or_else(invalid)?;
     let consumer = match st.store.consumer_by_id(&row.consumer_id).await {
         Ok(c) if !c.disabled => c,
         Ok(_) | Err(StoreError::NotFound) => return Err(invalid()),
         Err(e) => return Err(from_store(e)),
     };
-    let claims_param: Option<Value> = row
-        .claims
-        .as_deref()
-        .and_then(|c| serde_json::from_str(c).ok());
-    let mut m = claims::user_claims(
-        &consumer,
-        &claims::requested_names(&row.scope, claims_param.as_ref(), "userinfo"),
-    );
+    let claims_param: Option<Value> = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok());
+    let mut m = claims::user_claims(&consumer, &claims::requested_names(&row.scope, claims_param.as_ref(), "userinfo"));
     m.insert("sub".into(), Value::String(consumer.id));
     Ok(Value::Object(m))
 }

@@ -19,14 +19,10 @@ pub fn single_params(pairs: Vec<(String, String)>) -> Result<HashMap<String, Str
     }
     for (k, v) in pairs {
         if v.len() > 8192 {
-            return Err(OAuthError::invalid_request(format!(
-                "the parameter {k} is too long"
-            )));
+            return Err(OAuthError::invalid_request(format!("the parameter {k} is too long")));
         }
         if m.insert(k.clone(), v).is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "the parameter {k} appears more than once"
-            )));
+            return Err(OAuthError::invalid_request(format!("the parameter {k} appears more than once")));
         }
     }
     Ok(m)
@@ -85,10 +81,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// Reads client credentials from `Authorization: Basic` and/or the body. Credentials in
 /// both places must agree (older LiveEngage generations send both); anything else that is
 /// ambiguous is refused.
-pub fn credentials(
-    authorization: Option<&str>,
-    body: &HashMap<String, String>,
-) -> Result<Credentials, OAuthError> {
+pub fn credentials(authorization: Option<&str>, body: &HashMap<String, String>) -> Result<Credentials, OAuthError> {
     let body_id = body.get("client_id").filter(|v| !v.is_empty());
     let body_secret = body.get("client_secret").filter(|v| !v.is_empty());
     let basic = match authorization {
@@ -96,49 +89,34 @@ pub fn credentials(
         Some(h) => {
             let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
             if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(OAuthError::invalid_client(
-                    "unsupported authentication scheme; use Basic",
-                ));
+                return Err(OAuthError::invalid_client("unsupported authentication scheme; use Basic"));
             }
             let decoded = STANDARD
                 .decode(rest.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
-            let (id, secret) = decoded
-                .split_once(':')
-                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
-            let id = form_decode(id)
-                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
-            let secret = form_decode(secret)
-                .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let (id, secret) =
+                decoded.split_once(':').ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let id = form_decode(id).ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+            let secret =
+                form_decode(secret).ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
             Some((id, secret))
         }
     };
     match basic {
         Some((id, secret)) => {
             if body_id.is_some_and(|b| *b != id) || body_secret.is_some_and(|b| *b != secret) {
-                return Err(OAuthError::invalid_client(
-                    "the credentials in the header and in the body disagree",
-                ));
+                return Err(OAuthError::invalid_client("the credentials in the header and in the body disagree"));
             }
-            Ok(Credentials {
-                client_id: id,
-                secret: Some(secret),
-                source: CredentialSource::Basic,
-            })
+            Ok(Credentials { client_id: id, secret: Some(secret), source: CredentialSource::Basic })
         }
         None => {
-            let id = body_id
-                .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
+            let id = body_id.ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
             Ok(Credentials {
                 client_id: id.clone(),
                 secret: body_secret.cloned(),
-                source: if body_secret.is_some() {
-                    CredentialSource::Body
-                } else {
-                    CredentialSource::None
-                },
+                source: if body_secret.is_some() { CredentialSource::Body } else { CredentialSource::None },
             })
         }
     }
@@ -146,32 +124,23 @@ pub fn credentials(
 
 /// RFC 7636 §4.6, with RFC 9700 §2.1.1's downgrade rule: a verifier is accepted only if
 /// the code was bound to a challenge.
-pub fn verify_pkce(
-    challenge: Option<&str>,
-    verifier: Option<&str>,
-    max_len: usize,
-) -> Result<(), OAuthError> {
+pub fn verify_pkce(challenge: Option<&str>, verifier: Option<&str>, max_len: usize) -> Result<(), OAuthError> {
     match (challenge, verifier) {
         (None, None) => Ok(()),
-        (None, Some(_)) => Err(OAuthError::invalid_grant(
-            "code_verifier sent for a code issued without code_challenge",
-        )),
-        (Some(_), None) => Err(OAuthError::invalid_grant(
-            "code_verifier is required for this code",
-        )),
+        (None, Some(_)) => {
+            Err(OAuthError::invalid_grant("code_verifier sent for a code issued without code_challenge"))
+        }
+        (Some(_), None) => Err(OAuthError::invalid_grant("code_verifier is required for this code")),
         (Some(c), Some(v)) => {
             let well_formed = (43..=max_len).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
             if !well_formed {
                 return Err(OAuthError::invalid_grant("code_verifier is malformed"));
             }
             if ct_eq(b64url(&sha256(v.as_bytes())).as_bytes(), c.as_bytes()) {
                 Ok(())
             } else {
-                Err(OAuthError::invalid_grant(
-                    "code_verifier does not match the code_challenge",
-                ))
+                Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"))
             }
         }
     }
@@ -183,10 +152,7 @@ mod tests {
     use crate::oidc::error::ErrorCode;
 
     fn body(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -203,11 +169,7 @@ mod tests {
     #[test]
     fn header_and_body_must_agree() {
         let h = format!("Basic {}", STANDARD.encode("rp:s"));
-        assert!(credentials(
-            Some(&h),
-            &body(&[("client_id", "rp"), ("client_secret", "s")])
-        )
-        .is_ok());
+        assert!(credentials(Some(&h), &body(&[("client_id", "rp"), ("client_secret", "s")])).is_ok());
         let e = credentials(Some(&h), &body(&[("client_secret", "other")])).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidClient);
         assert!(credentials(Some(&h), &body(&[("client_id", "other")])).is_err());
@@ -234,11 +196,7 @@ mod tests {
 
     #[test]
     fn repeated_parameters_are_refused() {
-        let e = single_params(vec![
-            ("code".into(), "a".into()),
-            ("code".into(), "b".into()),
-        ])
-        .unwrap_err();
+        let e = single_params(vec![("code".into(), "a".into()), ("code".into(), "b".into())]).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
     }
 }

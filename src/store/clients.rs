@@ -64,21 +64,9 @@ pub struct NewClient {
     pub options: serde_json::Value,
 }
 
-type Row = (
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-);
+type Row = (String, Option<String>, Option<String>, String, String, String, String, String, i64, i64);
 
-const COLUMNS: &str =
-    "client_id, secret_hash, name, redirect_uris, post_logout_redirect_uris, response_types, \
+const COLUMNS: &str = "client_id, secret_hash, name, redirect_uris, post_logout_redirect_uris, response_types, \
                        auth_method, options, created_at, updated_at";
 
 fn from_row(r: Row) -> Result<Client> {
@@ -89,8 +77,7 @@ fn from_row(r: Row) -> Result<Client> {
         redirect_uris: from_json(&r.3, "client redirect_uris")?,
         post_logout_redirect_uris: from_json(&r.4, "client post_logout_redirect_uris")?,
         response_types: from_json(&r.5, "client response_types")?,
-        auth_method: AuthMethod::parse(&r.6)
-            .ok_or_else(|| StoreError::Corrupt(format!("auth method {:?}", r.6)))?,
+        auth_method: AuthMethod::parse(&r.6).ok_or_else(|| StoreError::Corrupt(format!("auth method {:?}", r.6)))?,
         options: from_json(&r.7, "client options")?,
         created_at: r.8,
         updated_at: r.9,
@@ -141,10 +128,7 @@ impl Store {
 
     pub async fn client(&self, client_id: &str) -> Result<Client> {
         let sql = format!("SELECT {COLUMNS} FROM clients WHERE client_id = $1");
-        let row: Option<Row> = on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(client_id)
-            .fetch_optional(p)
-            .await)?;
+        let row: Option<Row> = on_pool!(self, |p| sqlx::query_as(&sql).bind(client_id).fetch_optional(p).await)?;
         from_row(row.ok_or(StoreError::NotFound)?)
     }
 
@@ -154,16 +138,16 @@ impl Store {
         rows.into_iter().map(from_row).collect()
     }
 
-    pub async fn set_client_secret_hash(
-        &self,
-        client_id: &str,
-        hash: &str,
-        now: i64,
-    ) -> Result<()> {
-        let n = execute!(self, sqlx::query("UPDATE clients SET secret_hash = $1, updated_at = $2 WHERE client_id = $3 AND secret_hash IS NOT NULL")
-                .bind(hash)
-                .bind(now)
-                .bind(client_id))?;
+    pub async fn set_client_secret_hash(&self, client_id: &str, hash: &str, now: i64) -> Result<()> {
+        let n = execute!(
+            self,
+            sqlx::query(
+                "UPDATE clients SET secret_hash = $1, updated_at = $2 WHERE client_id = $3 AND secret_hash IS NOT NULL"
+            )
+            .bind(hash)
+            .bind(now)
+            .bind(client_id)
+        )?;
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -174,14 +158,8 @@ impl Store {
     pub async fn delete_client(&self, client_id: &str) -> Result<()> {
         let n = on_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query("DELETE FROM auth_codes WHERE client_id = $1")
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM access_tokens WHERE client_id = $1")
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("DELETE FROM auth_codes WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM access_tokens WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
             let n = sqlx::query("DELETE FROM clients WHERE client_id = $1")
                 .bind(client_id)
                 .execute(&mut *tx)

@@ -41,23 +41,10 @@ pub enum Redeemed {
     Invalid,
 }
 
-type CodeRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
+type CodeRow =
+    (String, String, String, String, String, String, Option<String>, i64, Option<String>, Option<String>, i64, i64);
 
-const CODE_COLUMNS: &str =
-    "code_hash, grant_id, client_id, consumer_id, redirect_uri, scope, nonce, auth_time, \
+const CODE_COLUMNS: &str = "code_hash, grant_id, client_id, consumer_id, redirect_uri, scope, nonce, auth_time, \
                             code_challenge, claims, created_at, expires_at";
 
 impl Store {
@@ -91,13 +78,8 @@ impl Store {
             "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1 \
              RETURNING {CODE_COLUMNS}"
         );
-        let row: Option<CodeRow> = on_pool!(self, |p| {
-            sqlx::query_as(&sql)
-                .bind(now)
-                .bind(code_hash)
-                .fetch_optional(p)
-                .await
-        })?;
+        let row: Option<CodeRow> =
+            on_pool!(self, |p| { sqlx::query_as(&sql).bind(now).bind(code_hash).fetch_optional(p).await })?;
         if let Some(r) = row {
             return Ok(Redeemed::Fresh(Box::new(AuthCodeRow {
                 code_hash: r.0,
@@ -131,9 +113,12 @@ impl Store {
 
     /// Revokes every access token issued from a grant.
     pub async fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<u64> {
-        let n = execute!(self, sqlx::query("UPDATE access_tokens SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL")
+        let n = execute!(
+            self,
+            sqlx::query("UPDATE access_tokens SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL")
                 .bind(now)
-                .bind(grant_id))?;
+                .bind(grant_id)
+        )?;
         Ok(n)
     }
 
@@ -154,21 +139,8 @@ impl Store {
     }
 
     /// A live (unexpired, unrevoked) access token.
-    pub async fn live_access_token(
-        &self,
-        token_hash: &str,
-        now: i64,
-    ) -> Result<Option<AccessTokenRow>> {
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            i64,
-            i64,
-        );
+    pub async fn live_access_token(&self, token_hash: &str, now: i64) -> Result<Option<AccessTokenRow>> {
+        type Row = (String, String, String, String, String, Option<String>, i64, i64);
         let row: Option<Row> = on_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT token_hash, grant_id, client_id, consumer_id, scope, claims, created_at, expires_at \
@@ -205,11 +177,7 @@ impl Store {
             let sql = format!(
                 "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at <= $1 LIMIT $2)"
             );
-            let cutoff = if table == "auth_codes" {
-                now - code_grace
-            } else {
-                now
-            };
+            let cutoff = if table == "auth_codes" { now - code_grace } else { now };
             total += execute!(self, sqlx::query(&sql).bind(cutoff).bind(batch))?;
         }
         Ok(total)

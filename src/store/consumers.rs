@@ -76,19 +76,9 @@ pub fn username_key(username: &str) -> String {
     username.trim().to_lowercase()
 }
 
-type Row = (
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    bool,
-    i64,
-    i64,
-);
+type Row = (String, String, Option<String>, String, Option<String>, bool, i64, i64);
 
-const COLUMNS: &str =
-    "id, username, password_hash, claims, lp_attributes, disabled, created_at, updated_at";
+const COLUMNS: &str = "id, username, password_hash, claims, lp_attributes, disabled, created_at, updated_at";
 
 fn from_row(r: Row) -> Result<Consumer> {
     Ok(Consumer {
@@ -96,11 +86,7 @@ fn from_row(r: Row) -> Result<Consumer> {
         username: r.1,
         password_hash: r.2,
         profile: from_json(&r.3, "consumer claims")?,
-        lp_attributes: r
-            .4
-            .as_deref()
-            .map(|s| from_json(s, "consumer attributes"))
-            .transpose()?,
+        lp_attributes: r.4.as_deref().map(|s| from_json(s, "consumer attributes")).transpose()?,
         disabled: r.5,
         created_at: r.6,
         updated_at: r.7,
@@ -131,21 +117,14 @@ impl Store {
 
     pub async fn consumer_by_username(&self, username: &str) -> Result<Consumer> {
         let sql = format!("SELECT {COLUMNS} FROM consumers WHERE username_key = $1");
-        let row: Option<Row> = on_pool!(self, |p| {
-            sqlx::query_as(&sql)
-                .bind(username_key(username))
-                .fetch_optional(p)
-                .await
-        })?;
+        let row: Option<Row> =
+            on_pool!(self, |p| { sqlx::query_as(&sql).bind(username_key(username)).fetch_optional(p).await })?;
         from_row(row.ok_or(StoreError::NotFound)?)
     }
 
     pub async fn consumer_by_id(&self, id: &str) -> Result<Consumer> {
         let sql = format!("SELECT {COLUMNS} FROM consumers WHERE id = $1");
-        let row: Option<Row> = on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(p)
-            .await)?;
+        let row: Option<Row> = on_pool!(self, |p| sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?;
         from_row(row.ok_or(StoreError::NotFound)?)
     }
 
@@ -153,25 +132,17 @@ impl Store {
     pub async fn list_consumers(&self, after: Option<&str>, limit: i64) -> Result<Vec<Consumer>> {
         let sql = format!("SELECT {COLUMNS} FROM consumers WHERE username_key > $1 ORDER BY username_key LIMIT $2");
         let after = after.map(username_key).unwrap_or_default();
-        let rows: Vec<Row> = on_pool!(self, |p| {
-            sqlx::query_as(&sql)
-                .bind(&after)
-                .bind(limit)
-                .fetch_all(p)
-                .await
-        })?;
+        let rows: Vec<Row> = on_pool!(self, |p| { sqlx::query_as(&sql).bind(&after).bind(limit).fetch_all(p).await })?;
         rows.into_iter().map(from_row).collect()
     }
 
     pub async fn set_consumer_password(&self, username: &str, hash: &str, now: i64) -> Result<()> {
         let n = execute!(
             self,
-            sqlx::query(
-                "UPDATE consumers SET password_hash = $1, updated_at = $2 WHERE username_key = $3"
-            )
-            .bind(hash)
-            .bind(now)
-            .bind(username_key(username))
+            sqlx::query("UPDATE consumers SET password_hash = $1, updated_at = $2 WHERE username_key = $3")
+                .bind(hash)
+                .bind(now)
+                .bind(username_key(username))
         )?;
         if n == 0 {
             return Err(StoreError::NotFound);
@@ -181,35 +152,27 @@ impl Store {
 
     /// Replaces a stored hash only if it is still the one that was verified, so a re-hash
     /// on login never overwrites a password an admin set in the meantime.
-    pub async fn upgrade_password_hash(
-        &self,
-        id: &str,
-        old: &str,
-        new: &str,
-        now: i64,
-    ) -> Result<bool> {
-        let n = execute!(self, sqlx::query("UPDATE consumers SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4")
-                .bind(new)
-                .bind(now)
-                .bind(id)
-                .bind(old))?;
-        Ok(n == 1)
-    }
-
-    pub async fn set_consumer_disabled(
-        &self,
-        username: &str,
-        disabled: bool,
-        now: i64,
-    ) -> Result<()> {
+    pub async fn upgrade_password_hash(&self, id: &str, old: &str, new: &str, now: i64) -> Result<bool> {
         let n = execute!(
             self,
             sqlx::query(
-                "UPDATE consumers SET disabled = $1, updated_at = $2 WHERE username_key = $3"
+                "UPDATE consumers SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4"
             )
-            .bind(disabled)
+            .bind(new)
             .bind(now)
-            .bind(username_key(username))
+            .bind(id)
+            .bind(old)
+        )?;
+        Ok(n == 1)
+    }
+
+    pub async fn set_consumer_disabled(&self, username: &str, disabled: bool, now: i64) -> Result<()> {
+        let n = execute!(
+            self,
+            sqlx::query("UPDATE consumers SET disabled = $1, updated_at = $2 WHERE username_key = $3")
+                .bind(disabled)
+                .bind(now)
+                .bind(username_key(username))
         )?;
         if n == 0 {
             return Err(StoreError::NotFound);
@@ -226,12 +189,10 @@ impl Store {
         let text = attrs.map(json_text);
         let n = execute!(
             self,
-            sqlx::query(
-                "UPDATE consumers SET lp_attributes = $1, updated_at = $2 WHERE username_key = $3"
-            )
-            .bind(&text)
-            .bind(now)
-            .bind(username_key(username))
+            sqlx::query("UPDATE consumers SET lp_attributes = $1, updated_at = $2 WHERE username_key = $3")
+                .bind(&text)
+                .bind(now)
+                .bind(username_key(username))
         )?;
         if n == 0 {
             return Err(StoreError::NotFound);
@@ -244,27 +205,17 @@ impl Store {
         let key = username_key(username);
         let n = on_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            let id: Option<(String,)> =
-                sqlx::query_as("SELECT id FROM consumers WHERE username_key = $1")
-                    .bind(&key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let id: Option<(String,)> = sqlx::query_as("SELECT id FROM consumers WHERE username_key = $1")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some((id,)) = id else {
                 return Err(StoreError::NotFound);
             };
-            sqlx::query("DELETE FROM auth_codes WHERE consumer_id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM access_tokens WHERE consumer_id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            let n = sqlx::query("DELETE FROM consumers WHERE id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            sqlx::query("DELETE FROM auth_codes WHERE consumer_id = $1").bind(&id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM access_tokens WHERE consumer_id = $1").bind(&id).execute(&mut *tx).await?;
+            let n =
+                sqlx::query("DELETE FROM consumers WHERE id = $1").bind(&id).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             Ok::<u64, StoreError>(n)
         })?;

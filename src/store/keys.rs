@@ -59,18 +59,7 @@ impl std::fmt::Debug for StoredKey {
     }
 }
 
-type Row = (
-    String,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
+type Row = (String, String, String, Vec<u8>, String, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 const COLUMNS: &str =
     "kid, alg, public_jwk, private_key, state, created_at, activate_at, activated_at, retired_at, publish_until";

@@ -47,17 +47,13 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(e)
+            }
             // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout, PostgreSQL's
             // "cannot connect now" / admin shutdown: transient, not a bug.
             sqlx::Error::Database(d)
-                if matches!(
-                    d.code().as_deref(),
-                    Some("5") | Some("6") | Some("57P01") | Some("57P03")
-                ) =>
+                if matches!(d.code().as_deref(), Some("5") | Some("6") | Some("57P01") | Some("57P03")) =>
             {
                 StoreError::Unavailable(e)
             }
@@ -90,10 +86,7 @@ pub(crate) use on_pool;
 /// the number of rows it affected.
 macro_rules! execute {
     ($store:expr, $query:expr) => {
-        $crate::store::on_pool!($store, |pool| $query
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))
+        $crate::store::on_pool!($store, |pool| $query.execute(pool).await.map(|r| r.rows_affected()))
     };
 }
 pub(crate) use execute;
@@ -131,11 +124,7 @@ impl Store {
                 let opts = PgConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
                 // One direct attempt first, so "connection refused" or "no such database"
                 // reaches the operator instead of a generic pool timeout.
-                match tokio::time::timeout(
-                    acquire,
-                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts),
-                )
-                .await
+                match tokio::time::timeout(acquire, <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts)).await
                 {
                     Ok(Ok(conn)) => {
                         let _ = sqlx::Connection::close(conn).await;
@@ -148,31 +137,21 @@ impl Store {
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await?;
-                Ok(Store {
-                    db: Db::Postgres(pool),
-                })
+                Ok(Store { db: Db::Postgres(pool) })
             }
             Some(url) => {
-                let opts =
-                    SqliteConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
+                let opts = SqliteConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
                 Self::open_sqlite(opts.create_if_missing(true), settings, acquire).await
             }
             None => {
-                std::fs::create_dir_all(&settings.data_dir)
-                    .map_err(|e| StoreError::Unavailable(e.into()))?;
-                let opts = SqliteConnectOptions::new()
-                    .filename(settings.sqlite_path())
-                    .create_if_missing(true);
+                std::fs::create_dir_all(&settings.data_dir).map_err(|e| StoreError::Unavailable(e.into()))?;
+                let opts = SqliteConnectOptions::new().filename(settings.sqlite_path()).create_if_missing(true);
                 Self::open_sqlite(opts, settings, acquire).await
             }
         }
     }
 
-    async fn open_sqlite(
-        opts: SqliteConnectOptions,
-        settings: &Settings,
-        acquire: Duration,
-    ) -> Result<Store> {
+    async fn open_sqlite(opts: SqliteConnectOptions, settings: &Settings, acquire: Duration) -> Result<Store> {
         let opts = opts
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL: a committed transaction survives a crash of the process; only a
@@ -185,9 +164,7 @@ impl Store {
             .acquire_timeout(acquire)
             .connect_with(opts)
             .await?;
-        Ok(Store {
-            db: Db::Sqlite(pool),
-        })
+        Ok(Store { db: Db::Sqlite(pool) })
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -205,19 +182,15 @@ impl Store {
         match &self.db {
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(MIGRATION_LOCK_KEY)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK_KEY).execute(&mut *tx).await?;
                 sqlx::raw_sql(
                     "CREATE TABLE IF NOT EXISTS brand_idp_migrations \
                      (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
                 )
                 .execute(&mut *tx)
                 .await?;
-                let done: Vec<(i64,)> = sqlx::query_as("SELECT version FROM brand_idp_migrations")
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let done: Vec<(i64,)> =
+                    sqlx::query_as("SELECT version FROM brand_idp_migrations").fetch_all(&mut *tx).await?;
                 for m in MIGRATIONS {
                     if done.iter().any(|(v,)| *v == m.version) {
                         continue;
@@ -243,9 +216,8 @@ impl Store {
                     )
                     .execute(&mut *conn)
                     .await?;
-                    let done: Vec<(i64,)> = sqlx::query_as("SELECT version FROM brand_idp_migrations")
-                        .fetch_all(&mut *conn)
-                        .await?;
+                    let done: Vec<(i64,)> =
+                        sqlx::query_as("SELECT version FROM brand_idp_migrations").fetch_all(&mut *conn).await?;
                     for m in MIGRATIONS {
                         if done.iter().any(|(v,)| *v == m.version) {
                             continue;
@@ -280,9 +252,7 @@ impl Store {
     pub async fn schema_is_current(&self) -> Result<bool> {
         let latest = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
         let r: std::result::Result<Option<(i64,)>, sqlx::Error> = on_pool!(self, |p| {
-            sqlx::query_as("SELECT MAX(version) FROM brand_idp_migrations")
-                .fetch_optional(p)
-                .await
+            sqlx::query_as("SELECT MAX(version) FROM brand_idp_migrations").fetch_optional(p).await
         });
         match r {
             Ok(Some((v,))) => Ok(v >= latest),
@@ -294,9 +264,7 @@ impl Store {
 
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<()> {
-        let _: (i64,) = on_pool!(self, |p| sqlx::query_as("SELECT CAST(1 AS BIGINT)")
-            .fetch_one(p)
-            .await)?;
+        let _: (i64,) = on_pool!(self, |p| sqlx::query_as("SELECT CAST(1 AS BIGINT)").fetch_one(p).await)?;
         Ok(())
     }
 
@@ -313,9 +281,7 @@ impl Store {
     pub async fn integrity_check(&self) -> Result<String> {
         match &self.db {
             Db::Sqlite(p) => {
-                let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check")
-                    .fetch_one(p)
-                    .await?;
+                let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(p).await?;
                 Ok(s)
             }
             Db::Postgres(_) => Ok("ok".into()),
@@ -330,10 +296,7 @@ pub fn ensure_private_dir(p: &Path) -> std::io::Result<()> {
     if p.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(p)
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p)
 }
 
 pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {

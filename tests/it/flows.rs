@@ -2,12 +2,10 @@
 //! the spec section it reproduces. Relying-party side: the `openidconnect` crate where a
 //! library would be used, raw HTTP for the requests a library refuses to send.
 
-use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata, CoreUserInfoClaims,
-};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata, CoreUserInfoClaims};
 use openidconnect::{
-    AccessToken, AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl,
-    Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+    AccessToken, AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::Value;
 
@@ -59,12 +57,7 @@ fn authorize_url(app: &TestApp, extra: &[(&str, &str)]) -> String {
 }
 
 fn code_request<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut v = vec![
-        ("client_id", "rp"),
-        ("redirect_uri", CB),
-        ("response_type", "code"),
-        ("scope", "openid"),
-    ];
+    let mut v = vec![("client_id", "rp"), ("redirect_uri", CB), ("response_type", "code"), ("scope", "openid")];
     for (k, val) in extra {
         v.retain(|(kk, _)| kk != k);
         v.push((k, val));
@@ -72,17 +65,10 @@ fn code_request<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     v
 }
 
-async fn rp_client(
-    app: &TestApp,
-    id: &str,
-    secret: Option<&str>,
-) -> (CoreProviderMetadata, String) {
-    let meta = CoreProviderMetadata::discover_async(
-        IssuerUrl::new(app.issuer().to_string()).unwrap(),
-        &rp_http,
-    )
-    .await
-    .expect("discovery");
+async fn rp_client(app: &TestApp, id: &str, secret: Option<&str>) -> (CoreProviderMetadata, String) {
+    let meta = CoreProviderMetadata::discover_async(IssuerUrl::new(app.issuer().to_string()).unwrap(), &rp_http)
+        .await
+        .expect("discovery");
     let _ = (id, secret);
     (meta, app.issuer().to_string())
 }
@@ -108,61 +94,36 @@ both_backends!(
 async fn oidcc_server_code_flow_verified_by_the_openidconnect_crate(b: Backend) {
     let (app, secret, alice) = setup(b).await;
     let (meta, _) = rp_client(&app, "rp", Some(&secret)).await;
-    let client = CoreClient::from_provider_metadata(
-        meta,
-        ClientId::new("rp".into()),
-        Some(ClientSecret::new(secret.clone())),
-    )
-    .set_redirect_uri(RedirectUrl::new(CB.into()).unwrap());
+    let client =
+        CoreClient::from_provider_metadata(meta, ClientId::new("rp".into()), Some(ClientSecret::new(secret.clone())))
+            .set_redirect_uri(RedirectUrl::new(CB.into()).unwrap());
     for use_pkce in [true, false] {
         let http = browser();
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = client
-            .authorize_url(
-                CoreAuthenticationFlow::AuthorizationCode,
-                CsrfToken::new_random,
-                Nonce::new_random,
-            )
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
             .add_scope(Scope::new("email".into()))
             .add_scope(Scope::new("profile".into()));
         if use_pkce {
             req = req.set_pkce_challenge(challenge);
         }
         let (url, csrf, nonce) = req.url();
-        let landed = app
-            .authorize_as(&http, url.as_str(), "alice", PASSWORD)
-            .await;
+        let landed = app.authorize_as(&http, url.as_str(), "alice", PASSWORD).await;
         assert!(landed.as_str().starts_with(CB), "{landed}");
         let q = params_of(landed.query());
         assert_eq!(q["state"], *csrf.secret());
         assert_eq!(q["iss"], app.issuer(), "RFC 9207 iss");
-        let mut exchange = client
-            .exchange_code(AuthorizationCode::new(q["code"].clone()))
-            .unwrap();
+        let mut exchange = client.exchange_code(AuthorizationCode::new(q["code"].clone())).unwrap();
         if use_pkce {
             exchange = exchange.set_pkce_verifier(verifier);
         }
-        let tokens = exchange
-            .request_async(&rp_http)
-            .await
-            .expect("token exchange");
+        let tokens = exchange.request_async(&rp_http).await.expect("token exchange");
         let id_token = tokens.id_token().expect("id_token");
-        let claims = id_token
-            .claims(&client.id_token_verifier(), &nonce)
-            .expect("id_token verifies");
+        let claims = id_token.claims(&client.id_token_verifier(), &nonce).expect("id_token verifies");
         assert_eq!(claims.subject().as_str(), alice.id);
         assert_eq!(claims.issuer().as_str(), app.issuer());
-        assert_eq!(
-            claims.email().map(|e| e.as_str()),
-            Some("alice@example.com")
-        );
-        assert_eq!(
-            claims
-                .given_name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.as_str()),
-            Some("Alice")
-        );
+        assert_eq!(claims.email().map(|e| e.as_str()), Some("alice@example.com"));
+        assert_eq!(claims.given_name().and_then(|n| n.get(None)).map(|n| n.as_str()), Some("Alice"));
         assert!(claims.auth_time().is_some());
         let at_hash = claims.access_token_hash().expect("at_hash");
         let expected = AccessTokenHash::from_token(
@@ -181,61 +142,31 @@ async fn oidcc_server_code_flow_verified_by_the_openidconnect_crate(b: Backend) 
             .expect("userinfo");
         assert_eq!(info.subject().as_str(), alice.id);
         assert_eq!(info.email().map(|e| e.as_str()), Some("alice@example.com"));
-        assert_eq!(
-            info.family_name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.as_str()),
-            Some("Liddell")
-        );
-        assert!(
-            info.phone_number().is_none(),
-            "phone scope was not requested"
-        );
+        assert_eq!(info.family_name().and_then(|n| n.get(None)).map(|n| n.as_str()), Some("Liddell"));
+        assert!(info.phone_number().is_none(), "phone scope was not requested");
     }
 }
 
 async fn oidcc_implicit_flows_verified_by_the_openidconnect_crate(b: Backend) {
     let (app, secret, alice) = setup(b).await;
     let (meta, _) = rp_client(&app, "rp", Some(&secret)).await;
-    let client = CoreClient::from_provider_metadata(
-        meta,
-        ClientId::new("rp".into()),
-        Some(ClientSecret::new(secret)),
-    )
-    .set_redirect_uri(RedirectUrl::new(CB.into()).unwrap());
+    let client = CoreClient::from_provider_metadata(meta, ClientId::new("rp".into()), Some(ClientSecret::new(secret)))
+        .set_redirect_uri(RedirectUrl::new(CB.into()).unwrap());
     for with_token in [false, true] {
         let http = browser();
         let (url, csrf, nonce) = client
-            .authorize_url(
-                CoreAuthenticationFlow::Implicit(with_token),
-                CsrfToken::new_random,
-                Nonce::new_random,
-            )
+            .authorize_url(CoreAuthenticationFlow::Implicit(with_token), CsrfToken::new_random, Nonce::new_random)
             .add_scope(Scope::new("phone".into()))
             .url();
-        let landed = app
-            .authorize_as(&http, url.as_str(), "alice", PASSWORD)
-            .await;
-        assert!(
-            landed.query().is_none(),
-            "implicit responses use the fragment: {landed}"
-        );
+        let landed = app.authorize_as(&http, url.as_str(), "alice", PASSWORD).await;
+        assert!(landed.query().is_none(), "implicit responses use the fragment: {landed}");
         let f = params_of(landed.fragment());
         assert_eq!(f["state"], *csrf.secret());
         let id_token: CoreIdToken = f["id_token"].parse().unwrap();
-        let claims = id_token
-            .claims(&client.id_token_verifier(), &nonce)
-            .expect("id_token verifies");
+        let claims = id_token.claims(&client.id_token_verifier(), &nonce).expect("id_token verifies");
         assert_eq!(claims.subject().as_str(), alice.id);
-        assert_eq!(
-            claims.nonce().map(|n| n.secret().as_str()),
-            Some(nonce.secret().as_str())
-        );
-        assert_eq!(
-            claims.phone_number().map(|p| p.as_str()),
-            Some("+1 555 0100"),
-            "scope claims go into the id_token"
-        );
+        assert_eq!(claims.nonce().map(|n| n.secret().as_str()), Some(nonce.secret().as_str()));
+        assert_eq!(claims.phone_number().map(|p| p.as_str()), Some("+1 555 0100"), "scope claims go into the id_token");
         if with_token {
             let at = AccessToken::new(f["access_token"].clone());
             assert_eq!(f["token_type"], "Bearer");
@@ -246,17 +177,9 @@ async fn oidcc_implicit_flows_verified_by_the_openidconnect_crate(b: Backend) {
                 id_token.signing_key(&client.id_token_verifier()).unwrap(),
             )
             .unwrap();
-            assert_eq!(
-                claims.access_token_hash(),
-                Some(&expected),
-                "at_hash is required alongside an access token"
-            );
-            let info: CoreUserInfoClaims = client
-                .user_info(at, None)
-                .unwrap()
-                .request_async(&rp_http)
-                .await
-                .expect("userinfo");
+            assert_eq!(claims.access_token_hash(), Some(&expected), "at_hash is required alongside an access token");
+            let info: CoreUserInfoClaims =
+                client.user_info(at, None).unwrap().request_async(&rp_http).await.expect("userinfo");
             assert_eq!(info.subject().as_str(), alice.id);
         } else {
             assert!(claims.access_token_hash().is_none());
@@ -273,48 +196,21 @@ async fn exchange(
     redirect_uri: &str,
     extra: &[(&str, &str)],
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut form = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", redirect_uri),
-    ];
+    let mut form = vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri)];
     form.extend_from_slice(extra);
-    let res = browser()
-        .post(app.url("/token"))
-        .basic_auth("rp", Some(secret))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let res = browser().post(app.url("/token")).basic_auth("rp", Some(secret)).form(&form).send().await.unwrap();
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     (status, res.json().await.unwrap_or(Value::Null), headers)
 }
 
 async fn get_code(app: &TestApp, http: &reqwest::Client, extra: &[(&str, &str)]) -> String {
-    let landed = app
-        .authorize_as(
-            http,
-            &authorize_url(app, &code_request(extra)),
-            "alice",
-            PASSWORD,
-        )
-        .await;
-    params_of(landed.query())
-        .get("code")
-        .cloned()
-        .unwrap_or_else(|| panic!("no code in {landed}"))
+    let landed = app.authorize_as(http, &authorize_url(app, &code_request(extra)), "alice", PASSWORD).await;
+    params_of(landed.query()).get("code").cloned().unwrap_or_else(|| panic!("no code in {landed}"))
 }
 
 async fn userinfo_status(app: &TestApp, token: &str) -> u16 {
-    browser()
-        .get(app.url("/userinfo"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    browser().get(app.url("/userinfo")).bearer_auth(token).send().await.unwrap().status().as_u16()
 }
 
 async fn oidcc_codereuse_fails_and_revokes_the_grants_tokens(b: Backend) {
@@ -330,11 +226,7 @@ async fn oidcc_codereuse_fails_and_revokes_the_grants_tokens(b: Backend) {
     let (status, body, _) = exchange(&app, &secret, &code, CB, &[]).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_grant");
-    assert_eq!(
-        userinfo_status(&app, &at).await,
-        401,
-        "replay revokes the tokens issued from the code"
-    );
+    assert_eq!(userinfo_status(&app, &at).await, 401, "replay revokes the tokens issued from the code");
     // oidcc-codereuse-30seconds: the same after half a minute.
     let code = get_code(&app, &http, &[]).await;
     let (_, body, _) = exchange(&app, &secret, &code, CB, &[]).await;
@@ -349,44 +241,17 @@ async fn oidcc_ensure_registered_redirect_uri_shows_an_error_page(b: Backend) {
     let (app, _, _) = setup(b).await;
     let http = browser();
     for (query, expect) in [
-        (
-            code_request(&[("redirect_uri", "https://evil.example/cb")]),
-            "not registered",
-        ),
-        (
-            code_request(&[("redirect_uri", "https://rp.example/cb?tenant=2")]),
-            "not registered",
-        ),
-        (
-            code_request(&[("redirect_uri", "https://rp.example/cb/")]),
-            "not registered",
-        ),
+        (code_request(&[("redirect_uri", "https://evil.example/cb")]), "not registered"),
+        (code_request(&[("redirect_uri", "https://rp.example/cb?tenant=2")]), "not registered"),
+        (code_request(&[("redirect_uri", "https://rp.example/cb/")]), "not registered"),
         (code_request(&[("client_id", "nobody")]), "not registered"),
-        (
-            code_request(&[])
-                .into_iter()
-                .filter(|(k, _)| *k != "redirect_uri")
-                .collect(),
-            "redirect_uri is missing",
-        ),
-        (
-            code_request(&[])
-                .into_iter()
-                .filter(|(k, _)| *k != "client_id")
-                .collect(),
-            "client_id is missing",
-        ),
+        (code_request(&[]).into_iter().filter(|(k, _)| *k != "redirect_uri").collect(), "redirect_uri is missing"),
+        (code_request(&[]).into_iter().filter(|(k, _)| *k != "client_id").collect(), "client_id is missing"),
     ] {
         let res = http.get(authorize_url(&app, &query)).send().await.unwrap();
         assert_eq!(res.status(), 400);
-        assert!(
-            res.headers().get("location").is_none(),
-            "must never redirect"
-        );
-        assert!(res.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html"));
+        assert!(res.headers().get("location").is_none(), "must never redirect");
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
         let body = res.text().await.unwrap();
         assert!(body.contains(expect), "{expect}: {body}");
     }
@@ -394,10 +259,7 @@ async fn oidcc_ensure_registered_redirect_uri_shows_an_error_page(b: Backend) {
     let landed = app
         .authorize_as(
             &http,
-            &authorize_url(
-                &app,
-                &code_request(&[("redirect_uri", "https://rp.example/cb?tenant=1")]),
-            ),
+            &authorize_url(&app, &code_request(&[("redirect_uri", "https://rp.example/cb?tenant=1")])),
             "alice",
             PASSWORD,
         )
@@ -409,14 +271,8 @@ async fn oidcc_ensure_registered_redirect_uri_shows_an_error_page(b: Backend) {
 
 async fn oidcc_prompt_none_not_logged_in_returns_login_required(b: Backend) {
     let (app, _, _) = setup(b).await;
-    let res = browser()
-        .get(authorize_url(
-            &app,
-            &code_request(&[("prompt", "none"), ("state", "s1")]),
-        ))
-        .send()
-        .await
-        .unwrap();
+    let res =
+        browser().get(authorize_url(&app, &code_request(&[("prompt", "none"), ("state", "s1")]))).send().await.unwrap();
     let loc = url::Url::parse(&location(&res)).unwrap();
     assert!(loc.as_str().starts_with(CB));
     let q = params_of(loc.query());
@@ -426,12 +282,7 @@ async fn oidcc_prompt_none_not_logged_in_returns_login_required(b: Backend) {
     let res = browser()
         .get(authorize_url(
             &app,
-            &code_request(&[
-                ("prompt", "none"),
-                ("response_type", "id_token"),
-                ("nonce", "n"),
-                ("state", "s2"),
-            ]),
+            &code_request(&[("prompt", "none"), ("response_type", "id_token"), ("nonce", "n"), ("state", "s2")]),
         ))
         .send()
         .await
@@ -460,68 +311,33 @@ async fn oidcc_prompt_login_and_max_age_force_reauthentication(b: Backend) {
     let code = get_code(&app, &http, &[]).await;
     let first = id_token_of(&app, &secret, &code).await;
     // oidcc-prompt-none-logged-in: a session answers without the login page.
-    let res = http
-        .get(authorize_url(&app, &code_request(&[("prompt", "none")])))
-        .send()
-        .await
-        .unwrap();
+    let res = http.get(authorize_url(&app, &code_request(&[("prompt", "none")]))).send().await.unwrap();
     assert!(location(&res).starts_with(CB));
     // oidcc-max-age-10000: a young session is good enough.
-    let res = http
-        .get(authorize_url(&app, &code_request(&[("max_age", "10000")])))
-        .send()
-        .await
-        .unwrap();
+    let res = http.get(authorize_url(&app, &code_request(&[("max_age", "10000")]))).send().await.unwrap();
     assert!(location(&res).starts_with(CB));
     // oidcc-max-age-1: an older session must log in again, and auth_time moves on.
     app.clock.advance(2);
-    let res = http
-        .get(authorize_url(&app, &code_request(&[("max_age", "1")])))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        location(&res).starts_with("/login?"),
-        "max_age=1 after 2 s must re-authenticate"
-    );
+    let res = http.get(authorize_url(&app, &code_request(&[("max_age", "1")]))).send().await.unwrap();
+    assert!(location(&res).starts_with("/login?"), "max_age=1 after 2 s must re-authenticate");
     let code = get_code(&app, &http, &[("max_age", "1")]).await;
     let second = id_token_of(&app, &secret, &code).await;
     assert!(second["auth_time"].as_i64().unwrap() > first["auth_time"].as_i64().unwrap());
     // oidcc-prompt-login: always the login page, even with a fresh session.
-    let res = http
-        .get(authorize_url(&app, &code_request(&[("prompt", "login")])))
-        .send()
-        .await
-        .unwrap();
+    let res = http.get(authorize_url(&app, &code_request(&[("prompt", "login")]))).send().await.unwrap();
     assert!(location(&res).starts_with("/login?"));
     app.clock.advance(5);
     let code = get_code(&app, &http, &[("prompt", "login")]).await;
     let third = id_token_of(&app, &secret, &code).await;
     assert!(third["auth_time"].as_i64().unwrap() > second["auth_time"].as_i64().unwrap());
     // prompt=select_account also lets the consumer choose again.
-    let res = http
-        .get(authorize_url(
-            &app,
-            &code_request(&[("prompt", "select_account")]),
-        ))
-        .send()
-        .await
-        .unwrap();
+    let res = http.get(authorize_url(&app, &code_request(&[("prompt", "select_account")]))).send().await.unwrap();
     assert!(location(&res).starts_with("/login?"));
     // max_age with prompt=none on an old session: login_required.
     app.clock.advance(10);
-    let res = http
-        .get(authorize_url(
-            &app,
-            &code_request(&[("max_age", "1"), ("prompt", "none")]),
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        params_of(url::Url::parse(&location(&res)).unwrap().query())["error"],
-        "login_required"
-    );
+    let res =
+        http.get(authorize_url(&app, &code_request(&[("max_age", "1"), ("prompt", "none")]))).send().await.unwrap();
+    assert_eq!(params_of(url::Url::parse(&location(&res)).unwrap().query())["error"], "login_required");
 }
 
 async fn oidcc_id_token_hint_with_prompt_none(b: Backend) {
@@ -533,51 +349,25 @@ async fn oidcc_id_token_hint_with_prompt_none(b: Backend) {
     let alice_token = body["id_token"].as_str().unwrap().to_string();
     // Same subject: proceeds.
     let res = alice_http
-        .get(authorize_url(
-            &app,
-            &code_request(&[("prompt", "none"), ("id_token_hint", &alice_token)]),
-        ))
+        .get(authorize_url(&app, &code_request(&[("prompt", "none"), ("id_token_hint", &alice_token)])))
         .send()
         .await
         .unwrap();
     assert!(params_of(url::Url::parse(&location(&res)).unwrap().query()).contains_key("code"));
     // Bob's session with Alice's hint: login_required.
     let bob_http = browser();
-    let landed = app
-        .authorize_as(
-            &bob_http,
-            &authorize_url(&app, &code_request(&[])),
-            "bob",
-            PASSWORD,
-        )
-        .await;
+    let landed = app.authorize_as(&bob_http, &authorize_url(&app, &code_request(&[])), "bob", PASSWORD).await;
     assert!(params_of(landed.query()).contains_key("code"));
     let res = bob_http
-        .get(authorize_url(
-            &app,
-            &code_request(&[("prompt", "none"), ("id_token_hint", &alice_token)]),
-        ))
+        .get(authorize_url(&app, &code_request(&[("prompt", "none"), ("id_token_hint", &alice_token)])))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        params_of(url::Url::parse(&location(&res)).unwrap().query())["error"],
-        "login_required"
-    );
+    assert_eq!(params_of(url::Url::parse(&location(&res)).unwrap().query())["error"], "login_required");
     // A forged hint is refused.
     let forged = format!("{}x", alice_token);
-    let res = alice_http
-        .get(authorize_url(
-            &app,
-            &code_request(&[("id_token_hint", &forged)]),
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        params_of(url::Url::parse(&location(&res)).unwrap().query())["error"],
-        "invalid_request"
-    );
+    let res = alice_http.get(authorize_url(&app, &code_request(&[("id_token_hint", &forged)]))).send().await.unwrap();
+    assert_eq!(params_of(url::Url::parse(&location(&res)).unwrap().query())["error"], "invalid_request");
 }
 
 async fn state_is_returned_byte_for_byte_up_to_8kib(b: Backend) {
@@ -591,40 +381,21 @@ async fn state_is_returned_byte_for_byte_up_to_8kib(b: Backend) {
         state.push_str("0123456789abcdef\"'<>&%+ ");
     }
     state.push_str(r#""]}"#);
-    let landed = app
-        .authorize_as(
-            &http,
-            &authorize_url(&app, &code_request(&[("state", &state)])),
-            "alice",
-            PASSWORD,
-        )
-        .await;
+    let landed =
+        app.authorize_as(&http, &authorize_url(&app, &code_request(&[("state", &state)])), "alice", PASSWORD).await;
     assert_eq!(params_of(landed.query())["state"], state);
     let landed = app
         .authorize_as(
             &http,
-            &authorize_url(
-                &app,
-                &code_request(&[
-                    ("state", &state),
-                    ("response_type", "id_token"),
-                    ("nonce", "n"),
-                ]),
-            ),
+            &authorize_url(&app, &code_request(&[("state", &state), ("response_type", "id_token"), ("nonce", "n")])),
             "alice",
             PASSWORD,
         )
         .await;
     assert_eq!(params_of(landed.fragment())["state"], state);
     // Errors carry it too.
-    let res = http
-        .get(authorize_url(
-            &app,
-            &code_request(&[("state", &state), ("scope", "email")]),
-        ))
-        .send()
-        .await
-        .unwrap();
+    let res =
+        http.get(authorize_url(&app, &code_request(&[("state", &state), ("scope", "email")]))).send().await.unwrap();
     let q = params_of(url::Url::parse(&location(&res)).unwrap().query());
     assert_eq!(q["error"], "invalid_scope");
     assert_eq!(q["state"], state);
@@ -637,60 +408,31 @@ async fn error_of(
 ) -> (String, std::collections::HashMap<String, String>) {
     let res = http.get(authorize_url(app, q)).send().await.unwrap();
     let loc = url::Url::parse(&location(&res)).unwrap();
-    let params = if loc.fragment().is_some() {
-        params_of(loc.fragment())
-    } else {
-        params_of(loc.query())
-    };
+    let params = if loc.fragment().is_some() { params_of(loc.fragment()) } else { params_of(loc.query()) };
     (params.get("error").cloned().unwrap_or_default(), params)
 }
 
 async fn authorization_errors_redirect_with_rfc6749_codes(b: Backend) {
     let (app, _, _) = setup(b).await;
-    app.add_client("codeonly", &[CB], &["code"], &[], false)
-        .await;
+    app.add_client("codeonly", &[CB], &["code"], &[], false).await;
     let http = browser();
-    let no_rt: Vec<(&str, &str)> = code_request(&[("state", "st")])
-        .into_iter()
-        .filter(|(k, _)| *k != "response_type")
-        .collect();
+    let no_rt: Vec<(&str, &str)> =
+        code_request(&[("state", "st")]).into_iter().filter(|(k, _)| *k != "response_type").collect();
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (no_rt, "invalid_request"), // oidcc-response-type-missing
+        (code_request(&[("response_type", "token")]), "unsupported_response_type"),
+        (code_request(&[("response_type", "code id_token")]), "unsupported_response_type"),
         (
-            code_request(&[("response_type", "token")]),
-            "unsupported_response_type",
-        ),
-        (
-            code_request(&[("response_type", "code id_token")]),
-            "unsupported_response_type",
-        ),
-        (
-            code_request(&[
-                ("client_id", "codeonly"),
-                ("response_type", "id_token"),
-                ("nonce", "n"),
-            ]),
+            code_request(&[("client_id", "codeonly"), ("response_type", "id_token"), ("nonce", "n")]),
             "unauthorized_client",
         ),
         (code_request(&[("scope", "profile email")]), "invalid_scope"),
-        (
-            code_request(&[("response_type", "id_token")]),
-            "invalid_request",
-        ), // implicit needs a nonce
-        (
-            code_request(&[("request", "eyJhbGciOiJub25lIn0.e30.")]),
-            "request_not_supported",
-        ),
-        (
-            code_request(&[("request_uri", "https://rp.example/req")]),
-            "request_uri_not_supported",
-        ),
+        (code_request(&[("response_type", "id_token")]), "invalid_request"), // implicit needs a nonce
+        (code_request(&[("request", "eyJhbGciOiJub25lIn0.e30.")]), "request_not_supported"),
+        (code_request(&[("request_uri", "https://rp.example/req")]), "request_uri_not_supported"),
         (
             code_request(&[
-                (
-                    "code_challenge",
-                    "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-                ),
+                ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
                 ("code_challenge_method", "plain"),
             ]),
             "invalid_request",
@@ -712,10 +454,7 @@ async fn authorization_errors_redirect_with_rfc6749_codes(b: Backend) {
     // A repeated parameter (RFC 6749 §3.1).
     let url = format!("{}&scope=openid", authorize_url(&app, &code_request(&[])));
     let res = http.get(url).send().await.unwrap();
-    assert_eq!(
-        params_of(url::Url::parse(&location(&res)).unwrap().query())["error"],
-        "invalid_request"
-    );
+    assert_eq!(params_of(url::Url::parse(&location(&res)).unwrap().query())["error"], "invalid_request");
     // Parameters the server does not use are accepted: display, ui_locales, claims_locales,
     // acr_values, unknown extensions (oidcc-display-*, oidcc-ui-locales, oidcc-claims-locales,
     // oidcc-ensure-request-with-acr-values-succeeds, oidcc-ensure-other-scope-order-succeeds).
@@ -745,50 +484,29 @@ async fn response_modes_form_post_and_post_requests(b: Backend) {
     let http = browser();
     get_code(&app, &http, &[]).await; // log in
     let res = http
-        .get(authorize_url(
-            &app,
-            &code_request(&[("response_mode", "form_post"), ("state", "a\"b<c>")]),
-        ))
+        .get(authorize_url(&app, &code_request(&[("response_mode", "form_post"), ("state", "a\"b<c>")])))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let csp = res.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.contains("form-action https://rp.example"), "{csp}");
     assert!(!csp.contains("unsafe-inline"));
     let html = res.text().await.unwrap();
     assert!(html.contains("action=\"https://rp.example/cb\""), "{html}");
-    assert!(
-        html.contains("a&#34;b&#60;c&#62;") || html.contains("a&quot;b&lt;c&gt;"),
-        "state is escaped: {html}"
-    );
+    assert!(html.contains("a&#34;b&#60;c&#62;") || html.contains("a&quot;b&lt;c&gt;"), "state is escaped: {html}");
     let code = hidden_value(&html, "code").expect("code field");
     let (status, _, _) = exchange(&app, &secret, &code, CB, &[]).await;
     assert_eq!(status, 200);
     // oidcc-ensure-post-request-succeeds: the same request as a POST form.
     let form = code_request(&[("state", "p")]);
-    let res = http
-        .post(app.url("/authorize"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let res = http.post(app.url("/authorize")).form(&form).send().await.unwrap();
     let q = params_of(url::Url::parse(&location(&res)).unwrap().query());
     assert_eq!(q["state"], "p");
     assert!(q.contains_key("code"));
     // login_hint pre-fills the username on the login page.
     let fresh = browser();
-    let res = fresh
-        .get(authorize_url(
-            &app,
-            &code_request(&[("login_hint", "alice")]),
-        ))
-        .send()
-        .await
-        .unwrap();
+    let res = fresh.get(authorize_url(&app, &code_request(&[("login_hint", "alice")]))).send().await.unwrap();
     let (_, _, page) = app.login_page(&fresh, &location(&res)).await;
     assert!(page.contains("value=\"alice\""), "{page}");
 }
@@ -813,30 +531,17 @@ async fn token_endpoint_rfc6749_errors_and_client_authentication(b: Backend) {
             ("redirect_uri", CB.to_string()),
         ]
     };
-    for auth in [
-        Some(("rp", "wrong".to_string())),
-        Some(("nobody", secret.clone())),
-        None,
-    ] {
+    for auth in [Some(("rp", "wrong".to_string())), Some(("nobody", secret.clone())), None] {
         let res = post(base(&code), auth).await.unwrap();
         assert_eq!(res.status(), 401);
-        assert!(res.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Basic"));
+        assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["error"], "invalid_client");
     }
     // Header and body credentials that disagree are refused; agreeing ones are accepted.
     let mut f = base(&code);
     f.push(("client_secret", "not-the-secret".into()));
-    assert_eq!(
-        post(f, Some(("rp", secret.clone())))
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(post(f, Some(("rp", secret.clone()))).await.unwrap().status(), 401);
     // client_secret_post.
     let mut f = base(&code);
     f.push(("client_id", "rp".into()));
@@ -846,44 +551,22 @@ async fn token_endpoint_rfc6749_errors_and_client_authentication(b: Backend) {
     // Errors in the grant.
     let code = get_code(&app, &http, &[]).await;
     let cases: Vec<(Vec<(&'static str, String)>, &str)> = vec![
+        (vec![("code", code.clone()), ("redirect_uri", CB.into())], "invalid_request"),
+        (vec![("grant_type", "password".into()), ("username", "alice".into())], "unsupported_grant_type"),
+        (vec![("grant_type", "authorization_code".into()), ("redirect_uri", CB.into())], "invalid_request"),
         (
-            vec![("code", code.clone()), ("redirect_uri", CB.into())],
-            "invalid_request",
-        ),
-        (
-            vec![
-                ("grant_type", "password".into()),
-                ("username", "alice".into()),
-            ],
-            "unsupported_grant_type",
-        ),
-        (
-            vec![
-                ("grant_type", "authorization_code".into()),
-                ("redirect_uri", CB.into()),
-            ],
-            "invalid_request",
-        ),
-        (
-            vec![
-                ("grant_type", "authorization_code".into()),
-                ("code", "nope".into()),
-                ("redirect_uri", CB.into()),
-            ],
+            vec![("grant_type", "authorization_code".into()), ("code", "nope".into()), ("redirect_uri", CB.into())],
             "invalid_grant",
         ),
     ];
     for (form, expected) in cases {
-        let res = post(form.clone(), Some(("rp", secret.clone())))
-            .await
-            .unwrap();
+        let res = post(form.clone(), Some(("rp", secret.clone()))).await.unwrap();
         assert_eq!(res.status(), 400, "{form:?}");
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["error"], expected, "{form:?}");
     }
     // A redirect_uri other than the authorization request's.
-    let (status, v, _) =
-        exchange(&app, &secret, &code, "https://rp.example/cb?tenant=1", &[]).await;
+    let (status, v, _) = exchange(&app, &secret, &code, "https://rp.example/cb?tenant=1", &[]).await;
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")));
     // A code issued to another client.
     let code = get_code(&app, &http, &[]).await;
@@ -900,9 +583,7 @@ async fn token_endpoint_rfc6749_errors_and_client_authentication(b: Backend) {
             .unwrap();
         s
     };
-    let res = post(base(&code), Some(("other", other_secret)))
-        .await
-        .unwrap();
+    let res = post(base(&code), Some(("other", other_secret))).await.unwrap();
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["error"], "invalid_grant");
     // An expired code (60 s lifetime).
@@ -928,10 +609,7 @@ async fn token_endpoint_rfc6749_errors_and_client_authentication(b: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "invalid_request"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_request");
     let code = get_code(&app, &http, &[]).await;
     let res = browser()
         .post(app.url("/token"))
@@ -951,8 +629,7 @@ fn pkce_pair() -> (String, String) {
 
 async fn pkce_rfc7636_public_and_confidential_clients(b: Backend) {
     let (app, secret, _) = setup(b).await;
-    app.add_client("mobile", &["com.brand.app:/cb"], &["code"], &[], true)
-        .await;
+    app.add_client("mobile", &["com.brand.app:/cb"], &["code"], &[], true).await;
     let http = browser();
     get_code(&app, &http, &[]).await; // log in
     let public_req = |extra: &[(&'static str, String)]| {
@@ -971,23 +648,16 @@ async fn pkce_rfc7636_public_and_confidential_clients(b: Backend) {
     let res = http.get(public_req(&[])).send().await.unwrap();
     let loc = location(&res);
     assert!(loc.starts_with("com.brand.app:/cb?"), "{loc}");
-    assert_eq!(
-        params_of(url::Url::parse(&loc).unwrap().query())["error"],
-        "invalid_request"
-    );
+    assert_eq!(params_of(url::Url::parse(&loc).unwrap().query())["error"], "invalid_request");
     // With PKCE: client authentication `none`.
     let (verifier, challenge) = pkce_pair();
     let res = http
-        .get(public_req(&[
-            ("code_challenge", challenge.clone()),
-            ("code_challenge_method", "S256".into()),
-        ]))
+        .get(public_req(&[("code_challenge", challenge.clone()), ("code_challenge_method", "S256".into())]))
         .send()
         .await
         .unwrap();
     let code = params_of(url::Url::parse(&location(&res)).unwrap().query())["code"].clone();
-    let token =
-        |form: Vec<(&'static str, String)>| browser().post(app.url("/token")).form(&form).send();
+    let token = |form: Vec<(&'static str, String)>| browser().post(app.url("/token")).form(&form).send();
     let form = |code: &str, v: Option<&str>| {
         let mut f = vec![
             ("grant_type", "authorization_code".to_string()),
@@ -1002,30 +672,18 @@ async fn pkce_rfc7636_public_and_confidential_clients(b: Backend) {
     };
     let wrong = token(form(&code, Some(&pkce_pair().0))).await.unwrap();
     assert_eq!(wrong.status(), 400);
-    assert_eq!(
-        wrong.json::<Value>().await.unwrap()["error"],
-        "invalid_grant"
-    );
+    assert_eq!(wrong.json::<Value>().await.unwrap()["error"], "invalid_grant");
     // The code was consumed by the failed attempt; a new one with the right verifier works.
     let res = http
-        .get(public_req(&[
-            ("code_challenge", challenge.clone()),
-            ("code_challenge_method", "S256".into()),
-        ]))
+        .get(public_req(&[("code_challenge", challenge.clone()), ("code_challenge_method", "S256".into())]))
         .send()
         .await
         .unwrap();
     let code = params_of(url::Url::parse(&location(&res)).unwrap().query())["code"].clone();
     let missing = token(form(&code, None)).await.unwrap();
-    assert_eq!(
-        missing.json::<Value>().await.unwrap()["error"],
-        "invalid_grant"
-    );
+    assert_eq!(missing.json::<Value>().await.unwrap()["error"], "invalid_grant");
     let res = http
-        .get(public_req(&[
-            ("code_challenge", challenge),
-            ("code_challenge_method", "S256".into()),
-        ]))
+        .get(public_req(&[("code_challenge", challenge), ("code_challenge_method", "S256".into())]))
         .send()
         .await
         .unwrap();
@@ -1047,30 +705,15 @@ async fn userinfo_rfc6750_token_placement_and_errors(b: Backend) {
     let code = get_code(&app, &http, &[("claims", claims)]).await;
     let (_, body, _) = exchange(&app, &secret, &code, CB, &[]).await;
     let idt = decode_claims(body["id_token"].as_str().unwrap());
-    assert_eq!(
-        idt["given_name"], "Alice",
-        "oidcc-claims-essential: id_token claims from the claims parameter"
-    );
+    assert_eq!(idt["given_name"], "Alice", "oidcc-claims-essential: id_token claims from the claims parameter");
     assert!(idt.get("email").is_none());
     let at = body["access_token"].as_str().unwrap().to_string();
     let c = browser();
     // oidcc-userinfo-get, -post-header, -post-body.
     for res in [
-        c.get(app.url("/userinfo"))
-            .bearer_auth(&at)
-            .send()
-            .await
-            .unwrap(),
-        c.post(app.url("/userinfo"))
-            .bearer_auth(&at)
-            .send()
-            .await
-            .unwrap(),
-        c.post(app.url("/userinfo"))
-            .form(&[("access_token", &at)])
-            .send()
-            .await
-            .unwrap(),
+        c.get(app.url("/userinfo")).bearer_auth(&at).send().await.unwrap(),
+        c.post(app.url("/userinfo")).bearer_auth(&at).send().await.unwrap(),
+        c.post(app.url("/userinfo")).form(&[("access_token", &at)]).send().await.unwrap(),
     ] {
         assert_eq!(res.status(), 200);
         let v: Value = res.json().await.unwrap();
@@ -1081,101 +724,47 @@ async fn userinfo_rfc6750_token_placement_and_errors(b: Backend) {
     // Missing token: 401, a challenge without an error code (RFC 6750 §3.1).
     let res = c.get(app.url("/userinfo")).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    assert_eq!(
-        res.headers()["www-authenticate"],
-        "Bearer realm=\"brand-idp\""
-    );
+    assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"brand-idp\"");
     // Unknown, expired, revoked: invalid_token.
-    let res = c
-        .get(app.url("/userinfo"))
-        .bearer_auth("not-a-token")
-        .send()
-        .await
-        .unwrap();
+    let res = c.get(app.url("/userinfo")).bearer_auth("not-a-token").send().await.unwrap();
     assert_eq!(res.status(), 401);
-    assert!(res.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .contains("error=\"invalid_token\""));
+    assert!(res.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
     // Both header and body: invalid_request.
-    let res = c
-        .post(app.url("/userinfo"))
-        .bearer_auth(&at)
-        .form(&[("access_token", &at)])
-        .send()
-        .await
-        .unwrap();
+    let res = c.post(app.url("/userinfo")).bearer_auth(&at).form(&[("access_token", &at)]).send().await.unwrap();
     assert_eq!(res.status(), 400);
     // A disabled consumer's token stops working.
-    app.app
-        .state
-        .store
-        .set_consumer_disabled("alice", true, 0)
-        .await
-        .unwrap();
+    app.app.state.store.set_consumer_disabled("alice", true, 0).await.unwrap();
     assert_eq!(userinfo_status(&app, &at).await, 401);
-    app.app
-        .state
-        .store
-        .set_consumer_disabled("alice", false, 0)
-        .await
-        .unwrap();
+    app.app.state.store.set_consumer_disabled("alice", false, 0).await.unwrap();
     assert_eq!(userinfo_status(&app, &at).await, 200);
     app.clock.advance(3601);
-    assert_eq!(
-        userinfo_status(&app, &at).await,
-        401,
-        "expired after the access-token lifetime"
-    );
+    assert_eq!(userinfo_status(&app, &at).await, 401, "expired after the access-token lifetime");
 }
 
 async fn login_page_same_answer_for_unknown_user_and_wrong_password(b: Backend) {
     let (app, _, _) = setup(b).await;
     let disabled = app.add_consumer("dave", PASSWORD, Profile::default()).await;
-    app.app
-        .state
-        .store
-        .set_consumer_disabled(&disabled.username, true, 0)
-        .await
-        .unwrap();
+    app.app.state.store.set_consumer_disabled(&disabled.username, true, 0).await.unwrap();
     let return_to = format!(
         "/authorize?{}",
-        url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(code_request(&[]))
-            .finish()
+        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(code_request(&[])).finish()
     );
     let mut answers = Vec::new();
-    for (user, pw) in [
-        ("alice", "wrong password"),
-        ("nobody", "wrong password"),
-        ("dave", PASSWORD),
-    ] {
+    for (user, pw) in [("alice", "wrong password"), ("nobody", "wrong password"), ("dave", PASSWORD)] {
         let http = browser();
         let res = app.login_with(&http, user, pw, &return_to).await;
         let status = res.status();
         let body = res.text().await.unwrap();
-        let msg = body
-            .split("role=\"alert\"")
-            .nth(1)
-            .and_then(|s| s.split('<').next())
-            .unwrap_or("")
-            .to_string();
+        let msg = body.split("role=\"alert\"").nth(1).and_then(|s| s.split('<').next()).unwrap_or("").to_string();
         answers.push((status, msg));
     }
     assert_eq!(answers[0].0, 401);
     assert!(answers[0].1.contains("username or password"), "{answers:?}");
-    assert!(
-        answers.iter().all(|a| a == &answers[0]),
-        "same status and message: {answers:?}"
-    );
+    assert!(answers.iter().all(|a| a == &answers[0]), "same status and message: {answers:?}");
     // No CSRF token: refused.
     let res = browser()
         .post(app.url("/login"))
-        .form(&[
-            ("username", "alice"),
-            ("password", PASSWORD),
-            ("return_to", &return_to),
-        ])
+        .form(&[("username", "alice"), ("password", PASSWORD), ("return_to", &return_to)])
         .send()
         .await
         .unwrap();
@@ -1184,10 +773,7 @@ async fn login_page_same_answer_for_unknown_user_and_wrong_password(b: Backend) 
     let http = browser();
     let res = http.get(app.url("/login")).send().await.unwrap();
     let headers = res.headers().clone();
-    assert!(headers["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .contains("frame-ancestors 'none'"));
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     assert_eq!(headers["x-content-type-options"], "nosniff");
@@ -1200,28 +786,13 @@ async fn login_page_same_answer_for_unknown_user_and_wrong_password(b: Backend) 
         .map(|v| v.to_str().unwrap().to_string())
         .find(|c| c.starts_with("bidp_session="))
         .expect("session cookie");
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
-        "{cookie}"
-    );
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     assert!(!cookie.contains("Secure"), "http issuer: no Secure flag");
-    let sid = cookie
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("bidp_session=")
-        .to_string();
+    let sid = cookie.split(';').next().unwrap().trim_start_matches("bidp_session=").to_string();
     let store = &app.app.state.store;
     assert_eq!(store.count_rows("sessions").await.unwrap(), 1);
-    assert!(
-        store.load_session(&sid, 0).await.unwrap().is_none(),
-        "the raw id is not a key"
-    );
-    assert!(store
-        .load_session(&brand_idp::crypto::token_hash(&sid), 0)
-        .await
-        .unwrap()
-        .is_some());
+    assert!(store.load_session(&sid, 0).await.unwrap().is_none(), "the raw id is not a key");
+    assert!(store.load_session(&brand_idp::crypto::token_hash(&sid), 0).await.unwrap().is_some());
     // Logging in again (prompt=login) gives a new id.
     let res = app.login_with(&http, "alice", PASSWORD, &return_to).await;
     let again = res
@@ -1231,20 +802,10 @@ async fn login_page_same_answer_for_unknown_user_and_wrong_password(b: Backend) 
         .map(|v| v.to_str().unwrap().to_string())
         .find(|c| c.starts_with("bidp_session="))
         .unwrap();
-    assert_ne!(
-        again.split(';').next().unwrap(),
-        cookie.split(';').next().unwrap(),
-        "no session fixation"
-    );
-    assert_eq!(
-        store.count_rows("sessions").await.unwrap(),
-        1,
-        "the old session is gone"
-    );
+    assert_ne!(again.split(';').next().unwrap(), cookie.split(';').next().unwrap(), "no session fixation");
+    assert_eq!(store.count_rows("sessions").await.unwrap(), 1, "the old session is gone");
     // A return address off this server is ignored (no open redirect).
-    let res = app
-        .login_with(&browser(), "alice", PASSWORD, "https://evil.example/")
-        .await;
+    let res = app.login_with(&browser(), "alice", PASSWORD, "https://evil.example/").await;
     assert_eq!(location(&res), "/login/done");
 }
 
@@ -1257,7 +818,11 @@ async fn logout_rp_initiated_ends_the_session_everywhere(b: Backend) {
     assert_eq!(app.app.state.store.count_rows("sessions").await.unwrap(), 1);
     // An unregistered post-logout URI: error page, no redirect, still logged in.
     let res = http
-        .get(app.url(&format!("/logout?id_token_hint={id_token}&post_logout_redirect_uri=https%3A%2F%2Fevil.example%2F")))
+        .get(
+            app.url(&format!(
+                "/logout?id_token_hint={id_token}&post_logout_redirect_uri=https%3A%2F%2Fevil.example%2F"
+            )),
+        )
         .send()
         .await
         .unwrap();
@@ -1271,44 +836,25 @@ async fn logout_rp_initiated_ends_the_session_everywhere(b: Backend) {
     assert_eq!(app.app.state.store.count_rows("sessions").await.unwrap(), 1);
     // With the hint: logged out at once, back to the registered URI with state.
     let res = http
-        .get(app.url(&format!("/logout?id_token_hint={id_token}&post_logout_redirect_uri=https%3A%2F%2Frp.example%2Fbye&state=xyz")))
+        .get(app.url(&format!(
+            "/logout?id_token_hint={id_token}&post_logout_redirect_uri=https%3A%2F%2Frp.example%2Fbye&state=xyz"
+        )))
         .send()
         .await
         .unwrap();
     assert_eq!(location(&res), "https://rp.example/bye?state=xyz");
-    assert_eq!(
-        app.app.state.store.count_rows("sessions").await.unwrap(),
-        0,
-        "session deleted from the store"
-    );
-    let res = http
-        .get(authorize_url(&app, &code_request(&[("prompt", "none")])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        params_of(url::Url::parse(&location(&res)).unwrap().query())["error"],
-        "login_required"
-    );
+    assert_eq!(app.app.state.store.count_rows("sessions").await.unwrap(), 0, "session deleted from the store");
+    let res = http.get(authorize_url(&app, &code_request(&[("prompt", "none")]))).send().await.unwrap();
+    assert_eq!(params_of(url::Url::parse(&location(&res)).unwrap().query())["error"], "login_required");
     // The confirmation form works and needs its CSRF token.
     let code = get_code(&app, &http, &[]).await;
     let _ = code;
     let res = http.get(app.url("/logout")).send().await.unwrap();
     let page = res.text().await.unwrap();
     let csrf = hidden_value(&page, "csrf").unwrap();
-    let res = http
-        .post(app.url("/logout/confirm"))
-        .form(&[("csrf", "forged")])
-        .send()
-        .await
-        .unwrap();
+    let res = http.post(app.url("/logout/confirm")).form(&[("csrf", "forged")]).send().await.unwrap();
     assert_eq!(res.status(), 403);
-    let res = http
-        .post(app.url("/logout/confirm"))
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = http.post(app.url("/logout/confirm")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("signed out"));
     assert_eq!(app.app.state.store.count_rows("sessions").await.unwrap(), 0);

@@ -23,12 +23,7 @@ both_backends!(
 
 async fn discovery_lists_the_required_metadata_with_the_exact_issuer(b: Backend) {
     let app = spawn_app_with(b, |s| s.issuer = s.issuer.clone() + "/tenant-A").await;
-    let res = app
-        .http
-        .get(app.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.http.get(app.url("/.well-known/openid-configuration")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/json");
     let m: Value = res.json().await.unwrap();
@@ -51,18 +46,9 @@ async fn discovery_lists_the_required_metadata_with_the_exact_issuer(b: Backend)
     for f in ["userinfo_endpoint", "scopes_supported", "claims_supported"] {
         assert!(m.get(f).is_some(), "missing RECOMMENDED {f}");
     }
-    assert!(m["scopes_supported"]
-        .as_array()
-        .unwrap()
-        .contains(&Value::from("openid")));
-    assert_eq!(
-        m["id_token_signing_alg_values_supported"],
-        serde_json::json!(["RS256"])
-    );
-    assert_eq!(
-        m["code_challenge_methods_supported"],
-        serde_json::json!(["S256"])
-    );
+    assert!(m["scopes_supported"].as_array().unwrap().contains(&Value::from("openid")));
+    assert_eq!(m["id_token_signing_alg_values_supported"], serde_json::json!(["RS256"]));
+    assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     // The JWKS the document names is the one served.
     let jwks_uri = m["jwks_uri"].as_str().unwrap();
     assert!(jwks_uri.starts_with(app.issuer()));
@@ -79,29 +65,15 @@ async fn jwks_serves_every_published_key_with_cache_validators(b: Backend) {
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     let k = &keys[0];
-    for (f, v) in [
-        ("kty", "RSA"),
-        ("use", "sig"),
-        ("alg", "RS256"),
-        ("e", "AQAB"),
-    ] {
+    for (f, v) in [("kty", "RSA"), ("use", "sig"), ("alg", "RS256"), ("e", "AQAB")] {
         assert_eq!(k[f], v, "{f}");
     }
     assert!(k["kid"].as_str().unwrap().len() >= 43);
     // RSA 2048: a 256-byte modulus.
     let n = brand_idp::crypto::b64url_decode(k["n"].as_str().unwrap()).unwrap();
     assert_eq!(n.len(), 256);
-    assert!(
-        k.get("d").is_none() && k.get("p").is_none(),
-        "private parts must never be published"
-    );
-    let res = app
-        .http
-        .get(app.url("/jwks.json"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    assert!(k.get("d").is_none() && k.get("p").is_none(), "private parts must never be published");
+    let res = app.http.get(app.url("/jwks.json")).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(res.status(), 304);
 }
 
@@ -126,9 +98,7 @@ async fn health_and_readiness(b: Backend) {
 
 async fn res_has_request_id(app: &TestApp) -> bool {
     let res = app.http.get(app.url("/healthz")).send().await.unwrap();
-    res.headers()
-        .get("x-request-id")
-        .is_some_and(|v| !v.is_empty())
+    res.headers().get("x-request-id").is_some_and(|v| !v.is_empty())
 }
 
 async fn storage_consumers_are_unique_case_insensitively(b: Backend) {
@@ -138,35 +108,20 @@ async fn storage_consumers_are_unique_case_insensitively(b: Backend) {
         id: brand_idp::consumers::new_subject(),
         username: u.into(),
         password_hash: None,
-        profile: Profile {
-            email: Some("a@example.com".into()),
-            ..Profile::default()
-        },
+        profile: Profile { email: Some("a@example.com".into()), ..Profile::default() },
         lp_attributes: None,
     };
     let c = store.create_consumer(&new("Élodie"), 1).await.unwrap();
-    assert!(matches!(
-        store.create_consumer(&new("éLODIE"), 2).await,
-        Err(StoreError::Conflict)
-    ));
+    assert!(matches!(store.create_consumer(&new("éLODIE"), 2).await, Err(StoreError::Conflict)));
     let found = store.consumer_by_username("ÉLODIE").await.unwrap();
     assert_eq!(found.id, c.id);
     assert_eq!(found.username, "Élodie");
     assert_eq!(found.profile.email.as_deref(), Some("a@example.com"));
-    store
-        .set_consumer_disabled("élodie", true, 3)
-        .await
-        .unwrap();
+    store.set_consumer_disabled("élodie", true, 3).await.unwrap();
     assert!(store.consumer_by_id(&c.id).await.unwrap().disabled);
-    assert!(matches!(
-        store.set_consumer_disabled("nobody", true, 3).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.set_consumer_disabled("nobody", true, 3).await, Err(StoreError::NotFound)));
     store.delete_consumer("ÉLODIE").await.unwrap();
-    assert!(matches!(
-        store.consumer_by_id(&c.id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.consumer_by_id(&c.id).await, Err(StoreError::NotFound)));
 }
 
 async fn storage_code_is_redeemed_exactly_once_under_concurrency(b: Backend) {
@@ -191,9 +146,7 @@ async fn storage_code_is_redeemed_exactly_once_under_concurrency(b: Backend) {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move {
-            s.redeem_code("h1", now).await.unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { s.redeem_code("h1", now).await.unwrap() }));
     }
     let mut fresh = 0;
     for t in tasks {
@@ -204,31 +157,11 @@ async fn storage_code_is_redeemed_exactly_once_under_concurrency(b: Backend) {
     }
     assert_eq!(fresh, 1, "exactly one concurrent redemption may win");
     // Expired codes are invalid.
-    store
-        .insert_code(&AuthCodeRow {
-            code_hash: "h2".into(),
-            expires_at: now + 60,
-            ..row.clone()
-        })
-        .await
-        .unwrap();
-    assert!(matches!(
-        store.redeem_code("h2", now + 61).await.unwrap(),
-        Redeemed::Invalid
-    ));
-    assert!(matches!(
-        store.redeem_code("unknown", now).await.unwrap(),
-        Redeemed::Invalid
-    ));
+    store.insert_code(&AuthCodeRow { code_hash: "h2".into(), expires_at: now + 60, ..row.clone() }).await.unwrap();
+    assert!(matches!(store.redeem_code("h2", now + 61).await.unwrap(), Redeemed::Invalid));
+    assert!(matches!(store.redeem_code("unknown", now).await.unwrap(), Redeemed::Invalid));
     // Cleanup removes expired rows in batches and leaves live ones.
-    store
-        .insert_code(&AuthCodeRow {
-            code_hash: "h3".into(),
-            expires_at: now + 600,
-            ..row
-        })
-        .await
-        .unwrap();
+    store.insert_code(&AuthCodeRow { code_hash: "h3".into(), expires_at: now + 600, ..row }).await.unwrap();
     let deleted = store.delete_expired(now + 500, 0, 1000).await.unwrap();
     assert_eq!(deleted, 2);
     assert_eq!(store.count_rows("auth_codes").await.unwrap(), 1);
@@ -239,66 +172,26 @@ async fn key_rotation_keeps_the_previous_key_published(b: Backend) {
     let st = &app.app.state;
     let first = st.keys.signer().unwrap().kid.clone();
     let now = st.now();
-    let k = brand_idp::keys::rotate(&st.store, &st.secrets, 2048, now, 0, 3600)
-        .await
-        .unwrap();
+    let k = brand_idp::keys::rotate(&st.store, &st.secrets, 2048, now, 0, 3600).await.unwrap();
     assert_eq!(k.state, KeyState::Active);
     app.app.refresh_keys().await.unwrap();
     assert_eq!(st.keys.signer().unwrap().kid, k.kid);
-    let jwks: Value = app
-        .http
-        .get(app.url("/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kids,
-        vec![k.kid.as_str(), first.as_str()],
-        "active first, retired still published"
-    );
+    let jwks: Value = app.http.get(app.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert_eq!(kids, vec![k.kid.as_str(), first.as_str()], "active first, retired still published");
     let all = st.store.all_keys().await.unwrap();
-    assert_eq!(
-        all.iter().filter(|k| k.state == KeyState::Active).count(),
-        1
-    );
+    assert_eq!(all.iter().filter(|k| k.state == KeyState::Active).count(), 1);
     // Past the grace period the retired key leaves the JWKS.
     app.clock.advance(3601);
     app.app.refresh_keys().await.unwrap();
-    let jwks: Value = app
-        .http
-        .get(app.url("/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.http.get(app.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
     // A scheduled key is published first and signs only once due.
-    let next = brand_idp::keys::rotate(&st.store, &st.secrets, 2048, st.now(), 120, 3600)
-        .await
-        .unwrap();
+    let next = brand_idp::keys::rotate(&st.store, &st.secrets, 2048, st.now(), 120, 3600).await.unwrap();
     assert_eq!(next.state, KeyState::Next);
     app.app.refresh_keys().await.unwrap();
     assert_eq!(st.keys.signer().unwrap().kid, k.kid);
-    let jwks: Value = app
-        .http
-        .get(app.url("/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = app.http.get(app.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     app.clock.advance(121);
     app.app.refresh_keys().await.unwrap();
@@ -314,11 +207,7 @@ fn ok_json(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Value {
 async fn cli_every_command_with_json(b: Backend) {
     let db = TestDb::new(b).await;
     assert!(ok_json(&db, &["migrate"], None)["applied"].is_array());
-    assert_eq!(
-        ok_json(&db, &["migrate"], None)["applied"],
-        serde_json::json!([]),
-        "migrate is idempotent"
-    );
+    assert_eq!(ok_json(&db, &["migrate"], None)["applied"], serde_json::json!([]), "migrate is idempotent");
     let cfg = ok_json(&db, &["check-config"], None);
     assert_eq!(cfg["secret_key"], "(set, redacted)");
     assert!(!cfg.to_string().contains(&db.secret_key));
@@ -351,21 +240,10 @@ async fn cli_every_command_with_json(b: Backend) {
     assert!(secret.len() >= 43);
     assert_eq!(c["redirect_uris"].as_array().unwrap().len(), 2);
     let shown = ok_json(&db, &["client", "show", "shop"], None);
-    assert!(
-        shown.get("client_secret").is_none() && !shown.to_string().contains(&secret),
-        "secret shown once only"
-    );
+    assert!(shown.get("client_secret").is_none() && !shown.to_string().contains(&secret), "secret shown once only");
     let public = ok_json(
         &db,
-        &[
-            "client",
-            "create",
-            "--client-id",
-            "app",
-            "--public",
-            "--redirect-uri",
-            "com.shop.app:/cb",
-        ],
+        &["client", "create", "--client-id", "app", "--public", "--redirect-uri", "com.shop.app:/cb"],
         None,
     );
     assert_eq!(public["auth_method"], "none");
@@ -375,13 +253,7 @@ async fn cli_every_command_with_json(b: Backend) {
     let rotated = ok_json(&db, &["client", "rotate-secret", "shop"], None);
     assert_ne!(rotated["client_secret"].as_str().unwrap(), secret);
     ok_json(&db, &["client", "delete", "app"], None);
-    assert_eq!(
-        ok_json(&db, &["client", "list"], None)
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(ok_json(&db, &["client", "list"], None).as_array().unwrap().len(), 1);
 
     // Consumers.
     let alice = ok_json(
@@ -413,54 +285,15 @@ async fn cli_every_command_with_json(b: Backend) {
     assert!(alice.get("password_hash").is_none());
     let pwfile = db.dir.join("pw.txt");
     std::fs::write(&pwfile, "another secret\n").unwrap();
-    ok_json(
-        &db,
-        &[
-            "consumer",
-            "create",
-            "--username",
-            "bob",
-            "--password-file",
-            pwfile.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert_eq!(
-        ok_json(&db, &["consumer", "list"], None)
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
-    assert_eq!(
-        ok_json(&db, &["consumer", "show", "ALICE"], None)["id"],
-        sub.as_str()
-    );
-    ok_json(
-        &db,
-        &["consumer", "set-password", "alice", "--password-stdin"],
-        Some("new password\n"),
-    );
-    assert_eq!(
-        ok_json(&db, &["consumer", "disable", "alice"], None)["status"],
-        "disabled"
-    );
-    assert_eq!(
-        ok_json(&db, &["consumer", "show", "alice"], None)["disabled"],
-        true
-    );
-    assert_eq!(
-        ok_json(&db, &["consumer", "enable", "alice"], None)["status"],
-        "enabled"
-    );
+    ok_json(&db, &["consumer", "create", "--username", "bob", "--password-file", pwfile.to_str().unwrap()], None);
+    assert_eq!(ok_json(&db, &["consumer", "list"], None).as_array().unwrap().len(), 2);
+    assert_eq!(ok_json(&db, &["consumer", "show", "ALICE"], None)["id"], sub.as_str());
+    ok_json(&db, &["consumer", "set-password", "alice", "--password-stdin"], Some("new password\n"));
+    assert_eq!(ok_json(&db, &["consumer", "disable", "alice"], None)["status"], "disabled");
+    assert_eq!(ok_json(&db, &["consumer", "show", "alice"], None)["disabled"], true);
+    assert_eq!(ok_json(&db, &["consumer", "enable", "alice"], None)["status"], "enabled");
     ok_json(&db, &["consumer", "delete", "bob"], None);
-    assert_eq!(
-        ok_json(&db, &["consumer", "list"], None)
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(ok_json(&db, &["consumer", "list"], None).as_array().unwrap().len(), 1);
 
     // Keys: the first rotate creates the first key and a second one.
     let k = ok_json(&db, &["keys", "rotate"], None);
@@ -474,29 +307,16 @@ async fn cli_every_command_with_json(b: Backend) {
     let one_line = pk["public_key"].as_str().unwrap();
     assert!(!one_line.contains('\n') && !one_line.contains("BEGIN"));
     let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, one_line).unwrap();
-    assert!(
-        aws_lc_rs::rsa::PublicKey::from_der(&der).is_ok(),
-        "one-line key is a DER SubjectPublicKeyInfo"
-    );
+    assert!(aws_lc_rs::rsa::PublicKey::from_der(&der).is_ok(), "one-line key is a DER SubjectPublicKeyInfo");
     let next_kid = next["kid"].as_str().unwrap();
-    let pem = ok_json(
-        &db,
-        &["keys", "public-key", "--kid", next_kid, "--format", "pem"],
-        None,
-    );
-    assert!(pem["public_key"]
-        .as_str()
-        .unwrap()
-        .starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    let pem = ok_json(&db, &["keys", "public-key", "--kid", next_kid, "--format", "pem"], None);
+    assert!(pem["public_key"].as_str().unwrap().starts_with("-----BEGIN PUBLIC KEY-----\n"));
     let jwk = ok_json(&db, &["keys", "public-key", "--format", "jwk"], None);
     assert_eq!(jwk["public_key"]["kty"], "RSA");
     // Plain output is the bare one-line key, ready to paste.
     let plain = db.cli(&["keys", "public-key"], None);
     assert!(plain.status.success());
-    assert_eq!(
-        String::from_utf8(plain.stdout).unwrap().trim_end(),
-        one_line
-    );
+    assert_eq!(String::from_utf8(plain.stdout).unwrap().trim_end(), one_line);
 }
 
 fn fails_with(out: &std::process::Output, code: i32, needle: &str) {
@@ -508,11 +328,7 @@ fn fails_with(out: &std::process::Output, code: i32, needle: &str) {
 
 async fn cli_refuses_bad_input_with_one_sentence(b: Backend) {
     let db = TestDb::new(b).await;
-    fails_with(
-        &db.cli(&["client", "create", "--bogus"], None),
-        2,
-        "unexpected argument",
-    );
+    fails_with(&db.cli(&["client", "create", "--bogus"], None), 2, "unexpected argument");
     fails_with(&db.cli(&["frobnicate"], None), 2, "unrecognized subcommand");
     for (uri, why) in [
         ("/relative", "absolute"),
@@ -520,50 +336,18 @@ async fn cli_refuses_bad_input_with_one_sentence(b: Backend) {
         ("javascript:alert(1)", "scheme"),
         ("data:text/html,x", "scheme"),
     ] {
-        fails_with(
-            &db.cli(
-                &[
-                    "client",
-                    "create",
-                    "--client-id",
-                    "c",
-                    "--redirect-uri",
-                    uri,
-                ],
-                None,
-            ),
-            1,
-            why,
-        );
+        fails_with(&db.cli(&["client", "create", "--client-id", "c", "--redirect-uri", uri], None), 1, why);
     }
-    let create = [
-        "client",
-        "create",
-        "--client-id",
-        "dup",
-        "--redirect-uri",
-        "https://a.example/cb",
-    ];
+    let create = ["client", "create", "--client-id", "dup", "--redirect-uri", "https://a.example/cb"];
     assert!(db.cli(&create, None).status.success());
     fails_with(&db.cli(&create, None), 1, "already exists");
     fails_with(
-        &db.cli(
-            &["consumer", "create", "--username", "u", "--password-stdin"],
-            Some("\n"),
-        ),
+        &db.cli(&["consumer", "create", "--username", "u", "--password-stdin"], Some("\n")),
         1,
         "password is empty",
     );
-    fails_with(
-        &db.cli(&["consumer", "create", "--username", "u"], None),
-        2,
-        "password",
-    );
-    fails_with(
-        &db.cli(&["consumer", "show", "nobody"], None),
-        1,
-        "no consumer",
-    );
+    fails_with(&db.cli(&["consumer", "create", "--username", "u"], None), 2, "password");
+    fails_with(&db.cli(&["consumer", "show", "nobody"], None), 1, "no consumer");
     let json_err = db.cli(&["--json", "client", "show", "nobody"], None);
     assert_eq!(json_err.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&json_err.stderr).unwrap();
@@ -573,46 +357,24 @@ async fn cli_refuses_bad_input_with_one_sentence(b: Backend) {
     let pg_env = |url: &str, key: bool| {
         let mut env = vec![
             ("DATABASE_URL".to_string(), url.to_string()),
-            (
-                "BRAND_IDP_DATA_DIR".to_string(),
-                db.dir.display().to_string(),
-            ),
+            ("BRAND_IDP_DATA_DIR".to_string(), db.dir.display().to_string()),
         ];
         if key {
             env.push(("BRAND_IDP_SECRET_KEY".to_string(), db.secret_key.clone()));
         }
         env
     };
-    let url = db
-        .pg
-        .as_ref()
-        .map(|p| p.url.clone())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url =
+        db.pg.as_ref().map(|p| p.url.clone()).unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    fails_with(&run_cli(&pg_env(&url, false), &["client", "list"], None), 1, "BRAND_IDP_SECRET_KEY is not set");
+    fails_with(&run_cli(&pg_env(&url, false), &["serve"], None), 1, "BRAND_IDP_SECRET_KEY is not set");
     fails_with(
-        &run_cli(&pg_env(&url, false), &["client", "list"], None),
-        1,
-        "BRAND_IDP_SECRET_KEY is not set",
-    );
-    fails_with(
-        &run_cli(&pg_env(&url, false), &["serve"], None),
-        1,
-        "BRAND_IDP_SECRET_KEY is not set",
-    );
-    fails_with(
-        &run_cli(
-            &pg_env("postgres://postgres@127.0.0.1:9/nowhere", true),
-            &["client", "list"],
-            None,
-        ),
+        &run_cli(&pg_env("postgres://postgres@127.0.0.1:9/nowhere", true), &["client", "list"], None),
         1,
         "cannot open the database",
     );
     fails_with(
-        &run_cli(
-            &[("BRAND_IDP_LISTEN".to_string(), "not-an-address".to_string())],
-            &["check-config"],
-            None,
-        ),
+        &run_cli(&[("BRAND_IDP_LISTEN".to_string(), "not-an-address".to_string())], &["check-config"], None),
         1,
         "BRAND_IDP_LISTEN",
     );
@@ -623,15 +385,8 @@ async fn cli_refuses_bad_input_with_one_sentence(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_bootstrap_one_empty_postgres_database() {
     let db = TestDb::new(Backend::Postgres).await;
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
+    let ports: Vec<u16> =
+        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
     let mut children = Vec::new();
     for port in &ports {
         let mut cmd = std::process::Command::new(bin());
@@ -667,19 +422,12 @@ async fn two_instances_bootstrap_one_empty_postgres_database() {
     let jwks: Value = serde_json::from_str(&bodies[0]).unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&db.pg.as_ref().unwrap().url)
-        .await
-        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&db.pg.as_ref().unwrap().url).await.unwrap();
     let (active,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM signing_keys WHERE state = 'active'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        sqlx::query_as("SELECT COUNT(*) FROM signing_keys WHERE state = 'active'").fetch_one(&mut conn).await.unwrap();
     assert_eq!(active, 1);
-    let (migrations,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM brand_idp_migrations")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let (migrations,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM brand_idp_migrations").fetch_one(&mut conn).await.unwrap();
     assert_eq!(migrations, 1);
     conn.close().await.unwrap();
 }

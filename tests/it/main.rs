@@ -4,5 +4,6 @@
 
 mod flows;
 mod foundation;
+mod liveengage;
 mod serve;
 mod support;

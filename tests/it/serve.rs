@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    RedirectUrl, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, RedirectUrl,
+    TokenResponse,
 };
 
 use crate::both_backends;
@@ -27,11 +27,7 @@ impl Drop for Server {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts `brand-idp serve` on a free port and waits until it answers.
@@ -39,9 +35,7 @@ pub async fn start(env: &[(String, String)]) -> Server {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new(bin());
-    cmd.arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -62,25 +56,15 @@ pub async fn start(env: &[(String, String)]) -> Server {
     for _ in 0..400 {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
             if r.status() == 200 {
-                return Server {
-                    child,
-                    base,
-                    stderr,
-                };
+                return Server { child, base, stderr };
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "brand-idp serve exited with {status}: {:?}",
-                stderr.lock().unwrap()
-            );
+            panic!("brand-idp serve exited with {status}: {:?}", stderr.lock().unwrap());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!(
-        "brand-idp serve did not become ready: {:?}",
-        stderr.lock().unwrap()
-    );
+    panic!("brand-idp serve did not become ready: {:?}", stderr.lock().unwrap());
 }
 
 both_backends!(cli_configured_server_completes_code_and_implicit_flows_with_an_rp_library);
@@ -106,32 +90,16 @@ async fn cli_configured_server_completes_code_and_implicit_flows_with_an_rp_libr
     ));
     let secret = created["client_secret"].as_str().unwrap().to_string();
     stdout_json(&db.cli(
-        &[
-            "--json",
-            "consumer",
-            "create",
-            "--username",
-            "carol",
-            "--password-stdin",
-            "--email",
-            "carol@example.com",
-        ],
+        &["--json", "consumer", "create", "--username", "carol", "--password-stdin", "--email", "carol@example.com"],
         Some("hunter2 hunter2\n"),
     ));
     let server = start(&db.env()).await;
     let http_rp = rp_http;
-    let meta = CoreProviderMetadata::discover_async(
-        IssuerUrl::new(server.base.clone()).unwrap(),
-        &http_rp,
-    )
-    .await
-    .unwrap();
-    let client = CoreClient::from_provider_metadata(
-        meta,
-        ClientId::new("shop".into()),
-        Some(ClientSecret::new(secret)),
-    )
-    .set_redirect_uri(RedirectUrl::new(cb.into()).unwrap());
+    let meta =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(server.base.clone()).unwrap(), &http_rp).await.unwrap();
+    let client =
+        CoreClient::from_provider_metadata(meta, ClientId::new("shop".into()), Some(ClientSecret::new(secret)))
+            .set_redirect_uri(RedirectUrl::new(cb.into()).unwrap());
     let browser = browser();
     let login = |authorize: String| {
         let browser = browser.clone();
@@ -147,14 +115,7 @@ async fn cli_configured_server_completes_code_and_implicit_flows_with_an_rp_libr
                 .unwrap()
                 .1
                 .into_owned();
-            let page = browser
-                .get(format!("{base}{loc}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let page = browser.get(format!("{base}{loc}")).send().await.unwrap().text().await.unwrap();
             let csrf = hidden_value(&page, "csrf").unwrap();
             let res = browser
                 .post(format!("{base}/login"))
@@ -168,22 +129,14 @@ async fn cli_configured_server_completes_code_and_implicit_flows_with_an_rp_libr
                 .await
                 .unwrap();
             assert_eq!(res.status(), 303);
-            let res = browser
-                .get(format!("{base}{}", location(&res)))
-                .send()
-                .await
-                .unwrap();
+            let res = browser.get(format!("{base}{}", location(&res))).send().await.unwrap();
             url::Url::parse(&location(&res)).unwrap()
         }
     };
     // Code flow with PKCE.
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, _, nonce) = client
-        .authorize_url(
-            CoreAuthenticationFlow::AuthorizationCode,
-            CsrfToken::new_random,
-            Nonce::new_random,
-        )
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
         .set_pkce_challenge(challenge)
         .url();
     let landed = login(url.to_string()).await;
@@ -195,26 +148,15 @@ async fn cli_configured_server_completes_code_and_implicit_flows_with_an_rp_libr
         .request_async(&http_rp)
         .await
         .unwrap();
-    let claims = tokens
-        .id_token()
-        .unwrap()
-        .claims(&client.id_token_verifier(), &nonce)
-        .unwrap();
+    let claims = tokens.id_token().unwrap().claims(&client.id_token_verifier(), &nonce).unwrap();
     let sub = claims.subject().as_str().to_string();
     // Implicit flow, with the session from the login above.
-    let (url, _, nonce) = client
-        .authorize_url(
-            CoreAuthenticationFlow::Implicit(true),
-            CsrfToken::new_random,
-            Nonce::new_random,
-        )
-        .url();
+    let (url, _, nonce) =
+        client.authorize_url(CoreAuthenticationFlow::Implicit(true), CsrfToken::new_random, Nonce::new_random).url();
     let res = browser.get(url.as_str()).send().await.unwrap();
     let landed = url::Url::parse(&location(&res)).unwrap();
     let id_token: CoreIdToken = params_of(landed.fragment())["id_token"].parse().unwrap();
-    let claims = id_token
-        .claims(&client.id_token_verifier(), &nonce)
-        .unwrap();
+    let claims = id_token.claims(&client.id_token_verifier(), &nonce).unwrap();
     assert_eq!(claims.subject().as_str(), sub);
     let shown = stdout_json(&db.cli(&["--json", "consumer", "show", "carol"], None));
     assert_eq!(shown["id"], sub.as_str());
@@ -233,14 +175,7 @@ async fn sigterm_finishes_requests_in_flight_and_logs_are_json() {
     env.push(("BRAND_IDP_LOG_FORMAT".into(), "json".into()));
     let mut server = start(&env).await;
     let http = browser();
-    let page = http
-        .get(format!("{}/login", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = http.get(format!("{}/login", server.base)).send().await.unwrap().text().await.unwrap();
     let csrf = hidden_value(&page, "csrf").unwrap();
     let url = format!("{}/login", server.base);
     let inflight = tokio::spawn({
@@ -249,12 +184,7 @@ async fn sigterm_finishes_requests_in_flight_and_logs_are_json() {
             let started = std::time::Instant::now();
             let res = http
                 .post(url)
-                .form(&[
-                    ("username", "nobody"),
-                    ("password", "x"),
-                    ("csrf", &csrf),
-                    ("return_to", ""),
-                ])
+                .form(&[("username", "nobody"), ("password", "x"), ("csrf", &csrf), ("return_to", "")])
                 .send()
                 .await;
             (res.map(|r| r.status().as_u16()), started.elapsed())
@@ -262,17 +192,10 @@ async fn sigterm_finishes_requests_in_flight_and_logs_are_json() {
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let (status, took) = inflight.await.unwrap();
     assert_eq!(status.expect("the request in flight got its answer"), 401);
-    assert!(
-        took > Duration::from_millis(150),
-        "the request was still running at SIGTERM ({took:?})"
-    );
+    assert!(took > Duration::from_millis(150), "the request was still running at SIGTERM ({took:?})");
     let exit = tokio::task::spawn_blocking(move || {
         let status = server.child.wait().unwrap();
         (status, server)
@@ -281,16 +204,9 @@ async fn sigterm_finishes_requests_in_flight_and_logs_are_json() {
     .unwrap();
     assert!(exit.0.success(), "clean exit: {:?}", exit.0);
     let lines = exit.1.stderr.lock().unwrap().clone();
-    assert!(
-        lines.iter().any(|l| l.contains("shutting down")),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|l| l.contains("shutting down")), "{lines:?}");
     for l in &lines {
-        let v: serde_json::Value =
-            serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}"));
-        assert!(
-            v.get("level").is_some() && v.get("timestamp").is_some(),
-            "{l}"
-        );
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{l}");
     }
 }

@@ -41,9 +41,7 @@ pub fn admin_url() -> String {
 }
 
 pub fn random_suffix() -> String {
-    brand_idp::crypto::random_token::<9>()
-        .to_ascii_lowercase()
-        .replace(['-', '_'], "x")
+    brand_idp::crypto::random_token::<9>().to_ascii_lowercase().replace(['-', '_'], "x")
 }
 
 /// A PostgreSQL database created for one test and dropped afterwards. A test that needs
@@ -61,17 +59,11 @@ impl PgDb {
             panic!("PostgreSQL is required for the test suite and is not reachable at {admin}: {e}")
         });
         let name = format!("brand_idp_test_{}", random_suffix());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
         let _ = conn.close().await;
         let mut url = url::Url::parse(&admin).expect("admin URL");
         url.set_path(&format!("/{name}"));
-        PgDb {
-            name,
-            url: url.to_string(),
-        }
+        PgDb { name, url: url.to_string() }
     }
 }
 
@@ -80,16 +72,11 @@ impl Drop for PgDb {
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee; use a small one of our own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
                 use sqlx::Connection;
                 if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut c)
-                        .await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
                     let _ = c.close().await;
                 }
             })
@@ -114,16 +101,9 @@ impl TestDb {
             Backend::Postgres => Some(PgDb::create().await),
             Backend::Sqlite => None,
         };
-        let secret_key = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            brand_idp::crypto::random_bytes::<32>(),
-        );
-        TestDb {
-            backend,
-            dir,
-            pg,
-            secret_key,
-        }
+        let secret_key =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, brand_idp::crypto::random_bytes::<32>());
+        TestDb { backend, dir, pg, secret_key }
     }
 
     pub fn settings(&self) -> Settings {
@@ -141,15 +121,9 @@ impl TestDb {
     /// Environment for running the CLI binary against this database.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut v = vec![
-            (
-                "BRAND_IDP_DATA_DIR".to_string(),
-                self.dir.display().to_string(),
-            ),
+            ("BRAND_IDP_DATA_DIR".to_string(), self.dir.display().to_string()),
             ("BRAND_IDP_SECRET_KEY".to_string(), self.secret_key.clone()),
-            (
-                "BRAND_IDP_ARGON2_MEMORY_KIB".to_string(),
-                "1024".to_string(),
-            ),
+            ("BRAND_IDP_ARGON2_MEMORY_KIB".to_string(), "1024".to_string()),
             ("BRAND_IDP_ARGON2_ITERATIONS".to_string(), "1".to_string()),
         ];
         if let Some(pg) = &self.pg {
@@ -176,38 +150,22 @@ pub fn bin() -> &'static str {
 
 pub fn run_cli(env: &[(String, String)], args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("run brand-idp");
     if let Some(input) = stdin {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     }
     child.wait_with_output().expect("brand-idp output")
 }
 
 pub fn stdout_json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "command failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
@@ -247,36 +205,19 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
 }
 
 pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut settings = db.settings();
     settings.issuer = format!("http://127.0.0.1:{}", addr.port());
     settings.listen = addr;
     tweak(&mut settings);
     let clock = ManualClock::new();
-    let app = App::build_with_clock(settings, clock.clone())
-        .await
-        .expect("build app");
+    let app = App::build_with_clock(settings, clock.clone()).await.expect("build app");
     let router = app.router.clone();
     let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve");
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.expect("serve");
     });
-    TestApp {
-        addr,
-        base: format!("http://127.0.0.1:{}", addr.port()),
-        http: browser(),
-        app,
-        clock,
-        db,
-        server,
-    }
+    TestApp { addr, base: format!("http://127.0.0.1:{}", addr.port()), http: browser(), app, clock, db, server }
 }
 
 impl TestApp {
@@ -300,27 +241,19 @@ impl TestApp {
         post_logout: &[&str],
         public: bool,
     ) -> Option<String> {
-        let (mut new, secret) =
-            brand_idp::oidc::clients::register(brand_idp::oidc::clients::Registration {
-                client_id: id.into(),
-                secret: None,
-                public,
-                name: Some(format!("{id} app")),
-                redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
-                post_logout_redirect_uris: post_logout.iter().map(|s| s.to_string()).collect(),
-                response_types: response_types.iter().map(|s| s.to_string()).collect(),
-                auth_method: None,
-            })
-            .expect("valid registration");
-        new.secret_hash = secret
-            .as_deref()
-            .map(|s| self.app.state.secrets.hash_client_secret(s));
-        self.app
-            .state
-            .store
-            .create_client(&new, self.app.state.now())
-            .await
-            .expect("create client");
+        let (mut new, secret) = brand_idp::oidc::clients::register(brand_idp::oidc::clients::Registration {
+            client_id: id.into(),
+            secret: None,
+            public,
+            name: Some(format!("{id} app")),
+            redirect_uris: redirect_uris.iter().map(|s| s.to_string()).collect(),
+            post_logout_redirect_uris: post_logout.iter().map(|s| s.to_string()).collect(),
+            response_types: response_types.iter().map(|s| s.to_string()).collect(),
+            auth_method: None,
+        })
+        .expect("valid registration");
+        new.secret_hash = secret.as_deref().map(|s| self.app.state.secrets.hash_client_secret(s));
+        self.app.state.store.create_client(&new, self.app.state.now()).await.expect("create client");
         secret
     }
 
@@ -368,12 +301,7 @@ impl TestApp {
         login.append_pair("return_to", return_to);
         let (_, csrf, _) = self.login_page(http, &login.finish()).await;
         http.post(self.url("/login"))
-            .form(&[
-                ("username", username),
-                ("password", password),
-                ("csrf", &csrf),
-                ("return_to", return_to),
-            ])
+            .form(&[("username", username), ("password", password), ("csrf", &csrf), ("return_to", return_to)])
             .send()
             .await
             .unwrap()
@@ -398,12 +326,7 @@ impl TestApp {
                 .map(|(_, v)| v.into_owned())
                 .expect("return_to");
             let res = self.login_with(http, username, password, &return_to).await;
-            assert_eq!(
-                res.status(),
-                303,
-                "login failed: {}",
-                res.text().await.unwrap_or_default()
-            );
+            assert_eq!(res.status(), 303, "login failed: {}", res.text().await.unwrap_or_default());
             loc = location(&res);
             assert!(loc.starts_with("/authorize?"), "{loc}");
             let res = http.get(self.url(&loc)).send().await.unwrap();
@@ -431,22 +354,14 @@ pub fn hidden_value(html: &str, name: &str) -> Option<String> {
 
 /// Query (or fragment) parameters of a URL as a map.
 pub fn params_of(s: Option<&str>) -> std::collections::HashMap<String, String> {
-    url::form_urlencoded::parse(s.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(s.unwrap_or("").as_bytes()).into_owned().collect()
 }
 
 /// The HTTP client the `openidconnect` crate uses: reqwest, redirects off.
-pub async fn rp_http(
-    req: openidconnect::HttpRequest,
-) -> Result<openidconnect::HttpResponse, reqwest::Error> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+pub async fn rp_http(req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, reqwest::Error> {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let (parts, body) = req.into_parts();
-    let mut r = client
-        .request(parts.method, parts.uri.to_string())
-        .body(body);
+    let mut r = client.request(parts.method, parts.uri.to_string()).body(body);
     for (k, v) in parts.headers.iter() {
         r = r.header(k, v);
     }
