@@ -31,6 +31,11 @@ pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderM
             &UntrustedError::Malformed("The request must be sent as a form (application/x-www-form-urlencoded)."),
         );
     }
+    // A cross-site form post does not carry the SameSite=Lax session cookie; a top-level GET
+    // does. Without the cookie, continue as the equivalent GET so a logged-in consumer is seen.
+    if session::cookie(&headers, session::SESSION_COOKIE).is_none() {
+        return see_other(&format!("/authorize?{}", String::from_utf8_lossy(&body)));
+    }
     let pairs = url::form_urlencoded::parse(&body).into_owned().collect();
     handle(&st, &session, pairs).await
 }
@@ -116,7 +121,7 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         }
         SessionDecision::Login => {
             let return_to = format!("/authorize?{}", authorize::return_query(&params));
-            let mut login = url::form_urlencoded::Serializer::new(String::from("/login?"));
+            let mut login = url::form_urlencoded::Serializer::for_suffix(String::from("/login?"), 7);
             login.append_pair("return_to", &return_to);
             see_other(&login.finish())
         }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::oidc::error::{from_store, ErrorCode, OAuthError};
 use crate::oidc::issue;
 use crate::oidc::token::{credentials, single_params, CredentialSource};
-use crate::store::StoreError;
+use crate::store::{AuthMethod, StoreError};
 use crate::AppState;
 
 fn no_store(res: &mut Response) {
@@ -98,6 +98,21 @@ async fn token_inner(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
         tracing::info!(client_id = %client.client_id, "client authentication failed");
         return Err(OAuthError::invalid_client("client authentication failed"));
     }
+    // The registered method is the one to use; LiveEngage clients are tolerant because
+    // LiveEngage's generations differ in where they put the credentials.
+    let method_ok = match (client.auth_method, creds.source) {
+        (AuthMethod::ClientSecretBasic, CredentialSource::Basic)
+        | (AuthMethod::ClientSecretPost, CredentialSource::Body)
+        | (AuthMethod::None, CredentialSource::None) => true,
+        (AuthMethod::None, _) => false,
+        _ => crate::liveengage::profile(&client).is_some(),
+    };
+    if !method_ok {
+        return Err(OAuthError::invalid_client(format!(
+            "this client is registered to authenticate with {}",
+            client.auth_method.as_str()
+        )));
+    }
     match params.get("grant_type").map(String::as_str) {
         None | Some("") => return Err(OAuthError::invalid_request("grant_type is missing")),
         Some("authorization_code") => {}
@@ -120,7 +135,7 @@ fn bearer_error(status: StatusCode, e: Option<&OAuthError>) -> Response {
         ),
     };
     let body = match e {
-        None => json!({"error": "invalid_token", "error_description": "no access token was sent"}),
+        None => json!({}),
         Some(e) => json!({"error": e.code.as_str(), "error_description": e.description}),
     };
     let mut res = (status, Json(body)).into_response();

@@ -422,11 +422,12 @@ pub fn decide(
     }
 }
 
-/// The query to come back to after the login page: the same request, minus the prompt
-/// values the login just satisfied (so the request does not loop back to the login page).
+/// The query to come back to after the login page: the same request, minus what the login
+/// just satisfied: the prompt values that forced it, and `max_age` (the authentication is
+/// seconds old; keeping `max_age=0` would send the consumer back to the login page forever).
 pub fn return_query(p: &Params) -> String {
     let mut ser = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in p.pairs_without(|_, _| false) {
+    for (k, v) in p.pairs_without(|k, _| k == "max_age") {
         if k == "prompt" {
             let rest: Vec<&str> =
                 v.split(' ').filter(|x| !x.is_empty() && *x != "login" && *x != "select_account").collect();
@@ -573,7 +574,7 @@ mod tests {
 
     #[test]
     fn return_query_drops_satisfied_prompts_only() {
-        let p = params("a=1&prompt=login%20consent&state=%7B%22x%22%3A1%7D");
+        let p = params("a=1&prompt=login%20consent&max_age=0&state=%7B%22x%22%3A1%7D");
         let q = return_query(&p);
         assert_eq!(q, "a=1&prompt=consent&state=%7B%22x%22%3A1%7D");
     }

@@ -16,7 +16,6 @@ pub const CLAIMS: &[&str] = &[
     "auth_time",
     "nonce",
     "acr",
-    "azp",
     "at_hash",
     "name",
     "given_name",

@@ -166,7 +166,19 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Disabling also revokes the consumer's access tokens (sessions check the flag).
     pub async fn set_consumer_disabled(&self, username: &str, disabled: bool, now: i64) -> Result<()> {
+        if disabled {
+            execute!(
+                self,
+                sqlx::query(
+                    "UPDATE access_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND consumer_id IN \
+                     (SELECT id FROM consumers WHERE username_key = $2)"
+                )
+                .bind(now)
+                .bind(username_key(username))
+            )?;
+        }
         let n = execute!(
             self,
             sqlx::query("UPDATE consumers SET disabled = $1, updated_at = $2 WHERE username_key = $3")

@@ -500,6 +500,10 @@ async fn response_modes_form_post_and_post_requests(b: Backend) {
     assert_eq!(status, 200);
     // oidcc-ensure-post-request-succeeds: the same request as a POST form.
     let form = code_request(&[("state", "p")]);
+    // A cross-site form post arrives without the SameSite=Lax cookie: it continues as a GET.
+    let res = browser().post(app.url("/authorize")).form(&form).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), format!("/authorize?{}", url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish()));
     let res = http.post(app.url("/authorize")).form(&form).send().await.unwrap();
     let q = params_of(url::Url::parse(&location(&res)).unwrap().query());
     assert_eq!(q["state"], "p");
@@ -542,10 +546,30 @@ async fn token_endpoint_rfc6749_errors_and_client_authentication(b: Backend) {
     let mut f = base(&code);
     f.push(("client_secret", "not-the-secret".into()));
     assert_eq!(post(f, Some(("rp", secret.clone()))).await.unwrap().status(), 401);
-    // client_secret_post.
+    // The registered method is enforced: rp is client_secret_basic.
     let mut f = base(&code);
     f.push(("client_id", "rp".into()));
     f.push(("client_secret", secret.clone()));
+    let res = post(f, None).await.unwrap();
+    assert_eq!(res.status(), 401);
+    // oidcc-server-client-secret-post: a client registered for client_secret_post.
+    let post_secret = app.add_client("rp-post", &[CB], &["code"], &[], false).await.unwrap();
+    let mut c = app.app.state.store.client("rp-post").await.unwrap();
+    c.auth_method = brand_idp::store::AuthMethod::ClientSecretPost;
+    app.app.state.store.update_client(&c, 0).await.unwrap();
+    let landed = app
+        .authorize_as(&http, &authorize_url(&app, &code_request(&[("client_id", "rp-post")])), "alice", PASSWORD)
+        .await;
+    let post_code = params_of(landed.query())["code"].clone();
+    let res = post(base(&post_code), Some(("rp-post", post_secret.clone()))).await.unwrap();
+    assert_eq!(res.status(), 401, "Basic refused for a client_secret_post client");
+    let landed = app
+        .authorize_as(&http, &authorize_url(&app, &code_request(&[("client_id", "rp-post")])), "alice", PASSWORD)
+        .await;
+    let post_code = params_of(landed.query())["code"].clone();
+    let mut f = base(&post_code);
+    f.push(("client_id", "rp-post".into()));
+    f.push(("client_secret", post_secret));
     let res = post(f, None).await.unwrap();
     assert_eq!(res.status(), 200);
     // Errors in the grant.
@@ -732,13 +756,22 @@ async fn userinfo_rfc6750_token_placement_and_errors(b: Backend) {
     // Both header and body: invalid_request.
     let res = c.post(app.url("/userinfo")).bearer_auth(&at).form(&[("access_token", &at)]).send().await.unwrap();
     assert_eq!(res.status(), 400);
-    // A disabled consumer's token stops working.
-    app.app.state.store.set_consumer_disabled("alice", true, 0).await.unwrap();
-    assert_eq!(userinfo_status(&app, &at).await, 401);
-    app.app.state.store.set_consumer_disabled("alice", false, 0).await.unwrap();
+    // Expiry.
+    app.clock.advance(3599);
     assert_eq!(userinfo_status(&app, &at).await, 200);
-    app.clock.advance(3601);
+    app.clock.advance(2);
     assert_eq!(userinfo_status(&app, &at).await, 401, "expired after the access-token lifetime");
+    // Disabling a consumer revokes their tokens for good, and ends their sessions.
+    let code = get_code(&app, &http, &[]).await;
+    let (_, body, _) = exchange(&app, &secret, &code, CB, &[]).await;
+    let at = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(userinfo_status(&app, &at).await, 200);
+    app.app.state.store.set_consumer_disabled("alice", true, app.app.state.now()).await.unwrap();
+    assert_eq!(userinfo_status(&app, &at).await, 401);
+    let res = http.get(authorize_url(&app, &code_request(&[("prompt", "none")]))).send().await.unwrap();
+    assert_eq!(params_of(url::Url::parse(&location(&res)).unwrap().query())["error"], "login_required");
+    app.app.state.store.set_consumer_disabled("alice", false, app.app.state.now()).await.unwrap();
+    assert_eq!(userinfo_status(&app, &at).await, 401, "re-enabling does not revive revoked tokens");
 }
 
 async fn login_page_same_answer_for_unknown_user_and_wrong_password(b: Backend) {
@@ -828,6 +861,9 @@ async fn logout_rp_initiated_ends_the_session_everywhere(b: Backend) {
         .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.headers().get("location").is_none());
+    // A cross-site POST (no cookie) continues as a GET, which carries the cookie.
+    let res = browser().post(app.url("/logout")).form(&[("state", "s"), ("client_id", "rp")]).send().await.unwrap();
+    assert_eq!(location(&res), "/logout?state=s&client_id=rp");
     // Without a hint: a confirmation page (a third party cannot log people out).
     let res = http.get(app.url("/logout")).send().await.unwrap();
     assert_eq!(res.status(), 200);
