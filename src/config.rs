@@ -66,6 +66,15 @@ pub struct Settings {
     pub brand_name: String,
     pub brand_logo_url: Option<String>,
     pub brand_primary_color: String,
+    pub login_window_secs: i64,
+    pub login_max_failures_per_account: i64,
+    pub login_max_failures_per_ip: i64,
+    pub login_free_failures: i64,
+    pub login_max_delay_secs: i64,
+    /// A header set by a trusted reverse proxy that carries the client address (its last
+    /// comma-separated entry is used). Unset: the TCP peer address.
+    pub client_ip_header: Option<String>,
+    pub request_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -95,6 +104,13 @@ impl Default for Settings {
             brand_name: "brand-idp".into(),
             brand_logo_url: None,
             brand_primary_color: "#1f5fbf".into(),
+            login_window_secs: 900,
+            login_max_failures_per_account: 10,
+            login_max_failures_per_ip: 100,
+            login_free_failures: 3,
+            login_max_delay_secs: 60,
+            client_ip_header: None,
+            request_timeout_secs: 15,
         }
     }
 }
@@ -124,6 +140,13 @@ pub const SETTING_NAMES: &[&str] = &[
     "brand_name",
     "brand_logo_url",
     "brand_primary_color",
+    "login_window_secs",
+    "login_max_failures_per_account",
+    "login_max_failures_per_ip",
+    "login_free_failures",
+    "login_max_delay_secs",
+    "client_ip_header",
+    "request_timeout_secs",
 ];
 
 /// The environment variable a setting is read from.
@@ -246,6 +269,19 @@ impl Settings {
                 self.brand_logo_url = if v.trim().is_empty() { None } else { Some(v.trim().to_string()) }
             }
             "brand_primary_color" => self.brand_primary_color = v.trim().to_string(),
+            "login_window_secs" => self.login_window_secs = parse_num(name, v, 60, 86_400)?,
+            "login_max_failures_per_account" => self.login_max_failures_per_account = parse_num(name, v, 1, 100_000)?,
+            "login_max_failures_per_ip" => self.login_max_failures_per_ip = parse_num(name, v, 1, 1_000_000)?,
+            "login_free_failures" => self.login_free_failures = parse_num(name, v, 0, 1000)?,
+            "login_max_delay_secs" => self.login_max_delay_secs = parse_num(name, v, 1, 3600)?,
+            "client_ip_header" => {
+                let h = v.trim().to_ascii_lowercase();
+                if !h.is_empty() && axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(bad(name, format!("{v:?} is not a header name")));
+                }
+                self.client_ip_header = (!h.is_empty()).then_some(h);
+            }
+            "request_timeout_secs" => self.request_timeout_secs = parse_num(name, v, 1, 600)?,
             _ => return Err(ConfigError(format!("unknown setting {name:?}"))),
         }
         Ok(())
@@ -339,6 +375,13 @@ impl Settings {
             ("brand_name", self.brand_name.clone()),
             ("brand_logo_url", self.brand_logo_url.clone().unwrap_or_else(|| "(unset)".into())),
             ("brand_primary_color", self.brand_primary_color.clone()),
+            ("login_window_secs", self.login_window_secs.to_string()),
+            ("login_max_failures_per_account", self.login_max_failures_per_account.to_string()),
+            ("login_max_failures_per_ip", self.login_max_failures_per_ip.to_string()),
+            ("login_free_failures", self.login_free_failures.to_string()),
+            ("login_max_delay_secs", self.login_max_delay_secs.to_string()),
+            ("client_ip_header", self.client_ip_header.clone().unwrap_or_else(|| "(unset: the TCP peer address)".into())),
+            ("request_timeout_secs", self.request_timeout_secs.to_string()),
         ]
     }
 

@@ -212,16 +212,42 @@ async fn key_maintenance(state: AppState) {
     }
 }
 
-/// Deletes expired codes, tokens and sessions in bounded batches.
+/// Rows deleted per table per batch: small enough that a batch never holds locks for long.
+pub const CLEANUP_BATCH: i64 = 1000;
+
+/// One cleanup pass: expired codes, tokens, sessions and login counters, in bounded
+/// batches, by one instance at a time. Returns the rows deleted (`None`: another instance
+/// is cleaning up).
+pub async fn cleanup_once(state: &AppState) -> Result<Option<u64>, store::StoreError> {
+    let store = state.store.clone();
+    state
+        .store
+        .with_maintenance_lock(|| async move {
+            let now = state.now();
+            let grace = state.settings.access_token_ttl_secs;
+            let mut total = 0;
+            // At most 10 batches per pass, so a pass is bounded too; the next pass continues.
+            for _ in 0..10 {
+                let n = store.delete_expired(now, grace, CLEANUP_BATCH).await?
+                    + store.delete_stale_throttles(now, state.settings.login_window_secs, CLEANUP_BATCH).await?;
+                total += n;
+                if n == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            Ok(total)
+        })
+        .await
+}
+
 async fn cleanup(state: AppState) {
-    const BATCH: i64 = 1000;
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let grace = state.settings.access_token_ttl_secs;
-        match state.store.delete_expired(state.now(), grace, BATCH).await {
-            Ok(n) if n > 0 => tracing::debug!(deleted = n, "expired rows cleaned up"),
+        match cleanup_once(&state).await {
+            Ok(Some(n)) if n > 0 => tracing::debug!(deleted = n, "expired rows cleaned up"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cleanup failed; will retry"),
         }
@@ -241,9 +267,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         backend = app.state.store.backend_name(),
         "brand-idp is serving"
     );
-    axum::serve(listener, app.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    http::server::serve(listener, app.router.clone(), shutdown_signal()).await;
     tracing::info!("stopped");
     app.state.store.close().await;
     Ok(())

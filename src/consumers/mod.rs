@@ -1,6 +1,7 @@
 //! Consumer accounts: creating them with validated input, and password hashing.
 
 pub mod password;
+pub mod throttle;
 
 pub use password::{Hasher, Password, Verified};
 

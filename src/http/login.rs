@@ -9,7 +9,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use tower_sessions::Session;
 
+use crate::consumers::throttle::{self, Policy};
 use crate::consumers::{Password, Verified};
+use crate::http::client_ip::ClientIp;
 use crate::http::pages::{error_page, html, message_page, server_error_page, Brand, LoginPage};
 use crate::http::respond::see_other;
 use crate::http::session::{self, csrf_cookie_header, csrf_for, csrf_ok};
@@ -18,6 +20,14 @@ use crate::store::StoreError;
 use crate::AppState;
 
 const FAILED: &str = "The username or password is not right.";
+
+fn human_secs(s: i64) -> String {
+    match s {
+        1 => "1 second".into(),
+        s if s < 120 => format!("{s} seconds"),
+        s => format!("{} minutes", (s + 59) / 60),
+    }
+}
 
 #[derive(Deserialize, Default)]
 pub struct LoginQuery {
@@ -83,7 +93,13 @@ pub struct LoginForm {
     return_to: String,
 }
 
-pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         return error_page(
             &st.settings,
@@ -119,6 +135,23 @@ pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderM
         )
         .await;
     }
+    // Throttling comes before any password work, and is the same for unknown usernames.
+    let policy = Policy::from(&st.settings);
+    let keys = throttle::keys(&crate::store::username_key(username), &ip);
+    let now = st.now();
+    let counters = match st.store.throttle_counters(&keys).await {
+        Ok(c) => c,
+        Err(e) => return server_error_page(&st.settings, &from_store(e)),
+    };
+    if let Err(wait) = throttle::check(&policy, now, counters[0], counters[1], counters[2]) {
+        tracing::info!(retry_after = wait, "login throttled");
+        let msg = format!("Too many sign-in attempts. Try again in {}.", human_secs(wait));
+        let mut res = render(&st, &headers, StatusCode::TOO_MANY_REQUESTS, &return_to, username, Some(&msg)).await;
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
     let consumer = match st.store.consumer_by_username(username).await {
         Ok(c) => Some(c),
         Err(StoreError::NotFound) => None,
@@ -136,10 +169,18 @@ pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderM
             c
         }
         _ => {
+            for k in &keys {
+                if let Err(e) = st.store.throttle_fail(k, now, policy.window).await {
+                    return server_error_page(&st.settings, &from_store(e));
+                }
+            }
             tracing::info!("login failed");
             return render(&st, &headers, StatusCode::UNAUTHORIZED, &return_to, username, Some(FAILED)).await;
         }
     };
+    if let Err(e) = st.store.throttle_clear(&keys[2]).await {
+        tracing::warn!(error = %e, "could not reset the login counter");
+    }
     if let Err(e) = session::log_in(&session, &consumer.id, st.now()).await {
         return server_error_page(&st.settings, &e);
     }

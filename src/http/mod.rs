@@ -3,12 +3,14 @@
 
 mod assets;
 mod authorize;
+mod client_ip;
 mod health;
 mod liveengage;
 mod login;
 mod logout;
 pub mod pages;
 mod respond;
+pub mod server;
 pub mod session;
 mod token;
 mod wellknown;
@@ -19,12 +21,39 @@ use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 
 /// Request bodies larger than this are refused with 413 before any handler runs.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A client has this long to send its body (slow-body clients get 400).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// No request runs longer than `request_timeout_secs`: if the database hangs, the client
+/// gets 503 with `Retry-After` instead of waiting forever.
+async fn deadline(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = std::time::Duration::from_secs(st.settings.request_timeout_secs);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!("request exceeded the time limit");
+            let mut res = (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"error": "temporarily_unavailable", "error_description": "the request took too long; try again shortly"})),
+            )
+                .into_response();
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            res
+        }
+    }
+}
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -61,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .route("/liveengage.js", get(liveengage::script))
         .merge(browser)
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -11,11 +11,13 @@ mod codes;
 mod consumers;
 mod keys;
 mod sessions;
+mod throttle;
 
 pub use clients::{AuthMethod, Client, NewClient};
 pub use codes::{AccessTokenRow, AuthCodeRow, Redeemed};
-pub use consumers::{Consumer, NewConsumer, Profile};
+pub use consumers::{username_key, Consumer, NewConsumer, Profile};
 pub use keys::{KeyState, StoredKey};
+pub use throttle::Counter;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -104,12 +106,20 @@ struct Migration {
 }
 
 /// Embedded, forward-only migrations.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
-    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "login_throttle",
+        postgres: include_str!("../../migrations/postgres/0002_login_throttle.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0002_login_throttle.sql"),
+    },
+];
 
 /// An arbitrary, fixed advisory-lock key: "bidp" in ASCII.
 const MIGRATION_LOCK_KEY: i64 = 0x6269_6470;
@@ -121,7 +131,11 @@ impl Store {
         let acquire = Duration::from_secs(settings.db_acquire_timeout_secs);
         match &settings.database_url {
             Some(url) if settings.uses_postgres() => {
-                let opts = PgConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
+                // A statement that runs (or waits on a lock) this long is cancelled, so a stuck
+                // database turns into errors rather than requests that never finish.
+                let opts = PgConnectOptions::from_str(url.expose())
+                    .map_err(StoreError::Other)?
+                    .options([("statement_timeout", "5s"), ("lock_timeout", "5s")]);
                 // One direct attempt first, so "connection refused" or "no such database"
                 // reaches the operator instead of a generic pool timeout.
                 match tokio::time::timeout(acquire, <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts)).await
@@ -259,6 +273,31 @@ impl Store {
             Ok(None) => Ok(false),
             Err(sqlx::Error::Database(_)) => Ok(false),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `f` if no other instance is running maintenance right now (PostgreSQL: a
+    /// session advisory lock held on one connection for the duration; released by the
+    /// database if this process dies). SQLite has one host, so it always runs. Returns
+    /// `None` when another instance holds the lock.
+    pub async fn with_maintenance_lock<T, Fut>(&self, f: impl FnOnce() -> Fut) -> Result<Option<T>>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        const KEY: i64 = 0x6269_6470_0001;
+        match &self.db {
+            Db::Sqlite(_) => f().await.map(Some),
+            Db::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                let (got,): (bool,) =
+                    sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(KEY).fetch_one(&mut *conn).await?;
+                if !got {
+                    return Ok(None);
+                }
+                let out = f().await;
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(KEY).execute(&mut *conn).await;
+                out.map(Some)
+            }
         }
     }
 

@@ -214,9 +214,7 @@ pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp 
     let clock = ManualClock::new();
     let app = App::build_with_clock(settings, clock.clone()).await.expect("build app");
     let router = app.router.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.expect("serve");
-    });
+    let server = tokio::spawn(brand_idp::http::server::serve(listener, router, std::future::pending()));
     TestApp { addr, base: format!("http://127.0.0.1:{}", addr.port()), http: browser(), app, clock, db, server }
 }
 
