@@ -380,7 +380,10 @@ impl Settings {
             ("login_max_failures_per_ip", self.login_max_failures_per_ip.to_string()),
             ("login_free_failures", self.login_free_failures.to_string()),
             ("login_max_delay_secs", self.login_max_delay_secs.to_string()),
-            ("client_ip_header", self.client_ip_header.clone().unwrap_or_else(|| "(unset: the TCP peer address)".into())),
+            (
+                "client_ip_header",
+                self.client_ip_header.clone().unwrap_or_else(|| "(unset: the TCP peer address)".into()),
+            ),
             ("request_timeout_secs", self.request_timeout_secs.to_string()),
         ]
     }

@@ -58,7 +58,13 @@ pub fn keys(username_key: &str, ip: &str) -> [String; 3] {
 }
 
 /// `Err(seconds)` when the attempt must wait that long before it is even checked.
-pub fn check(p: &Policy, now: i64, account: Option<Counter>, ip: Option<Counter>, pair: Option<Counter>) -> Result<(), i64> {
+pub fn check(
+    p: &Policy,
+    now: i64,
+    account: Option<Counter>,
+    ip: Option<Counter>,
+    pair: Option<Counter>,
+) -> Result<(), i64> {
     let live = |c: &Counter| c.window_start > now - p.window;
     let window_left = |c: &Counter| (c.window_start + p.window - now).max(1);
     if let Some(c) = account.filter(live) {

@@ -18,18 +18,35 @@ mod wellknown;
 use axum::http::{header, HeaderName, HeaderValue, Request};
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 
 /// Request bodies larger than this are refused with 413 before any handler runs.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A client has this long to send its body (slow-body clients get 400).
+/// A client has this long to send its whole body (slow-body clients get 408).
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the whole request body up front, within `MAX_BODY_BYTES` (413) and
+/// `BODY_READ_TIMEOUT` in total (408), so no handler waits on a client that trickles its
+/// body a byte at a time.
+async fn buffer_body(req: Request<axum::body::Body>, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large or malformed").into_response()
+        }
+        Err(_) => {
+            return (axum::http::StatusCode::REQUEST_TIMEOUT, "request body not received in time").into_response()
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
 
 /// No request runs longer than `request_timeout_secs`: if the database hangs, the client
 /// gets 503 with `Retry-After` instead of waiting forever.
@@ -91,8 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(browser)
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
-        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(buffer_body))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

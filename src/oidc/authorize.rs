@@ -253,6 +253,9 @@ pub fn validate(
         return Err(bad(&format!("the parameter {d} appears more than once")));
     }
     for (k, v) in &p.map {
+        if v.contains('\0') {
+            return Err(bad(&format!("the parameter {k} contains a NUL character")));
+        }
         if too_long(k, v) {
             return Err(bad(&format!("the parameter {k} is too long")));
         }
@@ -468,7 +471,8 @@ mod tests {
     fn check(q: &str) -> Result<AuthorizeRequest, OAuthError> {
         let p = params(q);
         let c = client();
-        let r = trusted_redirect_uri(&p, &c, |_| false).map_err(|_| OAuthError::invalid_request("untrusted"))?.to_string();
+        let r =
+            trusted_redirect_uri(&p, &c, |_| false).map_err(|_| OAuthError::invalid_request("untrusted"))?.to_string();
         validate(&p, &c, &r, ClientPolicy::default())
     }
 

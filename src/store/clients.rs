@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{execute, from_json, json_text, on_pool, Result, Store, StoreError};
+use super::{execute, from_json, json_text, on_pool, storable, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +127,9 @@ impl Store {
     }
 
     pub async fn client(&self, client_id: &str) -> Result<Client> {
+        if !storable(client_id) {
+            return Err(StoreError::NotFound);
+        }
         let sql = format!("SELECT {COLUMNS} FROM clients WHERE client_id = $1");
         let row: Option<Row> = on_pool!(self, |p| sqlx::query_as(&sql).bind(client_id).fetch_optional(p).await)?;
         from_row(row.ok_or(StoreError::NotFound)?)

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{execute, from_json, json_text, on_pool, Result, Store, StoreError};
+use super::{execute, from_json, json_text, on_pool, storable, Result, Store, StoreError};
 
 /// Standard OpenID Connect profile claims of a consumer (OIDC Core §5.1). Absent fields are
 /// simply not released.
@@ -116,6 +116,9 @@ impl Store {
     }
 
     pub async fn consumer_by_username(&self, username: &str) -> Result<Consumer> {
+        if !storable(username) {
+            return Err(StoreError::NotFound);
+        }
         let sql = format!("SELECT {COLUMNS} FROM consumers WHERE username_key = $1");
         let row: Option<Row> =
             on_pool!(self, |p| { sqlx::query_as(&sql).bind(username_key(username)).fetch_optional(p).await })?;
@@ -123,6 +126,9 @@ impl Store {
     }
 
     pub async fn consumer_by_id(&self, id: &str) -> Result<Consumer> {
+        if !storable(id) {
+            return Err(StoreError::NotFound);
+        }
         let sql = format!("SELECT {COLUMNS} FROM consumers WHERE id = $1");
         let row: Option<Row> = on_pool!(self, |p| sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?;
         from_row(row.ok_or(StoreError::NotFound)?)

@@ -49,13 +49,24 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                StoreError::Unavailable(e)
-            }
-            // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout, PostgreSQL's
-            // "cannot connect now" / admin shutdown: transient, not a bug.
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout; PostgreSQL's connection
+            // exceptions (08xxx), shutdowns (57P0x), statement timeout (57014) and resource
+            // exhaustion (53xxx): transient, not a bug.
             sqlx::Error::Database(d)
-                if matches!(d.code().as_deref(), Some("5") | Some("6") | Some("57P01") | Some("57P03")) =>
+                if d.code().is_some_and(|c| {
+                    c == "5"
+                        || c == "6"
+                        || c.starts_with("08")
+                        || c.starts_with("57P")
+                        || c == "57014"
+                        || c.starts_with("53")
+                }) =>
             {
                 StoreError::Unavailable(e)
             }
@@ -336,6 +347,12 @@ pub fn ensure_private_dir(p: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p)
+}
+
+/// Whether text can be a stored key at all: PostgreSQL text cannot hold NUL, so a lookup
+/// with one is "not found" rather than a database error.
+pub(crate) fn storable(s: &str) -> bool {
+    !s.contains('\0') && s.len() <= 4096
 }
 
 pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {

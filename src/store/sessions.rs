@@ -47,9 +47,8 @@ impl Store {
 
     pub async fn count_rows(&self, table: &str) -> Result<i64> {
         let table = match table {
-            "sessions" | "auth_codes" | "access_tokens" | "consumers" | "clients" | "signing_keys" | "login_throttle" => {
-                table
-            }
+            "sessions" | "auth_codes" | "access_tokens" | "consumers" | "clients" | "signing_keys"
+            | "login_throttle" => table,
             _ => return Ok(0),
         };
         let sql = format!("SELECT COUNT(*) FROM {table}");

@@ -21,7 +21,11 @@ impl Store {
                     .fetch_optional(p)
                     .await
             })?;
-            out.push(row.map(|(failures, window_start, last_failure)| Counter { failures, window_start, last_failure }));
+            out.push(row.map(|(failures, window_start, last_failure)| Counter {
+                failures,
+                window_start,
+                last_failure,
+            }));
         }
         Ok(out)
     }

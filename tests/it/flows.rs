@@ -503,7 +503,10 @@ async fn response_modes_form_post_and_post_requests(b: Backend) {
     // A cross-site form post arrives without the SameSite=Lax cookie: it continues as a GET.
     let res = browser().post(app.url("/authorize")).form(&form).send().await.unwrap();
     assert_eq!(res.status(), 303);
-    assert_eq!(location(&res), format!("/authorize?{}", url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish()));
+    assert_eq!(
+        location(&res),
+        format!("/authorize?{}", url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish())
+    );
     let res = http.post(app.url("/authorize")).form(&form).send().await.unwrap();
     let q = params_of(url::Url::parse(&location(&res)).unwrap().query());
     assert_eq!(q["state"], "p");

@@ -4,6 +4,8 @@
 
 mod flows;
 mod foundation;
+mod hostile;
 mod liveengage;
+mod props;
 mod serve;
 mod support;
