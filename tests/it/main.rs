@@ -7,5 +7,6 @@ mod foundation;
 mod hostile;
 mod liveengage;
 mod props;
+mod resilience;
 mod serve;
 mod support;
