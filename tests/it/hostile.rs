@@ -536,6 +536,8 @@ async fn database_outage_fails_fast_with_503_and_recovers_without_restart() {
             during.push((name, status, took, retry, loc));
         }
     }
+    let slowest = during.iter().map(|d| d.2).max().unwrap();
+    eprintln!("outage figures: {} requests during the outage, slowest answer {slowest:?}", during.len());
     for (name, status, took, retry, loc) in &during {
         assert!(*took < Duration::from_secs(6), "{name} took {took:?}");
         match *name {
@@ -562,6 +564,7 @@ async fn database_outage_fails_fast_with_503_and_recovers_without_restart() {
         assert!(started.elapsed() < Duration::from_secs(20), "did not recover");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!("outage figures: ready again {:?} after the database came back", started.elapsed());
     let landed = app.authorize_as(&http, &q, "alice", PW).await;
     let code = params_of(landed.query())["code"].clone();
     let res = browser()

@@ -119,6 +119,7 @@ async fn kill_9_under_load_loses_no_committed_write_and_no_code_redeems_twice(b:
     writer.join().unwrap();
     let redeemed = redeemed.lock().unwrap().clone();
     let created_clients = created_clients.lock().unwrap().clone();
+    eprintln!("crash figures ({b:?}): {} codes redeemed and {} clients created before kill -9", redeemed.len(), created_clients.len());
     assert!(!redeemed.is_empty(), "the load redeemed codes before the kill");
     assert!(!created_clients.is_empty(), "the CLI wrote clients");
     // Restart on the same database.
