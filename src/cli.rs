@@ -277,6 +277,10 @@ enum KeysCmd {
         #[arg(long, default_value_t = 0, value_name = "SECONDS")]
         activate_after: u32,
     },
+    /// Start signing with a published `next` key now (the previous key is retired).
+    Activate {
+        kid: String,
+    },
     /// Print a public key (default: the active one).
     PublicKey {
         #[arg(long)]
@@ -481,6 +485,9 @@ async fn client_cmd(
     match cmd {
         ClientCmd::Create(a) => {
             let secret = if a.client_secret_stdin { Some(read_line_stdin("client secret")?) } else { a.client_secret };
+            if a.liveengage && a.public {
+                bail!("a LiveEngage client is confidential: LiveEngage's backend authenticates with the client secret (drop --public)");
+            }
             let le_profile = if a.liveengage {
                 Some(build_profile(None, &a.le, &EncryptionArgs::default())?)
             } else {
@@ -927,6 +934,23 @@ async fn keys_cmd(
                         k.kid, k.kid
                     )
                 }
+            });
+            Ok(())
+        }
+        KeysCmd::Activate { kid } => {
+            let all = store.all_keys().await.map_err(store_err)?;
+            let k = all.iter().find(|k| k.kid == kid).ok_or_else(|| anyhow!("no key with kid {kid:?}"))?;
+            if k.state != crate::store::KeyState::Next {
+                bail!("key {kid} is {}, not next; only a next key can be activated", k.state.as_str());
+            }
+            store.activate_key(&kid, now, now + grace).await.map_err(|e| match e {
+                StoreError::Conflict => {
+                    anyhow!("key {kid} was activated or changed by someone else at the same moment")
+                }
+                e => store_err(e),
+            })?;
+            print(j, &json!({"kid": kid, "state": "active"}), || {
+                format!("Key {kid} signs from now on; running servers switch within key_refresh_secs.")
             });
             Ok(())
         }

@@ -194,11 +194,18 @@ pub async fn identity(
         Ok(c) => c,
         Err(res) => return res,
     };
-    let Some(origin) = allowed_origin(&st, &client, &headers) else {
-        return error(
-            StatusCode::FORBIDDEN,
-            &OAuthError::new(ErrorCode::AccessDenied, "this origin is not registered"),
-        );
+    // Browsers send no Origin on a same-origin GET: that is a page on brand-idp itself.
+    let origin = match headers.get(header::ORIGIN) {
+        None => issuer_origin(&st),
+        Some(_) => match allowed_origin(&st, &client, &headers) {
+            Some(o) => o,
+            None => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    &OAuthError::new(ErrorCode::AccessDenied, "this origin is not registered"),
+                )
+            }
+        },
     };
     let body = match session::current(&st, &session).await {
         Ok(Some((l, _))) => json!({"iss": st.settings.issuer, "acr": "loa1", "sub": l.subject}),

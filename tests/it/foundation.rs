@@ -317,6 +317,12 @@ async fn cli_every_command_with_json(b: Backend) {
     let plain = db.cli(&["keys", "public-key"], None);
     assert!(plain.status.success());
     assert_eq!(String::from_utf8(plain.stdout).unwrap().trim_end(), one_line);
+    // A next key can be activated early (after its public key was pasted somewhere).
+    let activated = ok_json(&db, &["keys", "activate", next_kid], None);
+    assert_eq!(activated["state"], "active");
+    assert_eq!(ok_json(&db, &["keys", "public-key"], None)["kid"], next_kid);
+    let again = db.cli(&["keys", "activate", next_kid], None);
+    assert_eq!(again.status.code(), Some(1), "only a next key can be activated");
 }
 
 fn fails_with(out: &std::process::Output, code: i32, needle: &str) {

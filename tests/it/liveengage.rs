@@ -227,6 +227,9 @@ async fn embedded_implicit_hands_a_verifiable_id_token_with_lp_sdes(b: Backend) 
         .await
         .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"sub": null}));
+    // A same-origin GET carries no Origin header: a page on brand-idp itself.
+    let res = http.get(brand.app.url("/liveengage/identity?client_id=liveengage")).send().await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["sub"], brand.sub.as_str());
     // The script tag's source serves the script, with the issuer filled in.
     let tag = brand.endpoint("Brand page script tag");
     let src = tag.split("src=\"").nth(1).unwrap().split('"').next().unwrap();
@@ -649,6 +652,9 @@ async fn other_clients_get_nothing_looser(b: Backend) {
     let f = params_of(url::Url::parse(&location(&res)).unwrap().fragment());
     let claims = crate::flows::decode_claims(&f["id_token"]);
     assert!(claims.get("lp_sdes").is_none());
+    // LiveEngage's backend authenticates with the secret: no public LiveEngage client.
+    let out = brand.app.db.cli(&["client", "create", "--client-id", "le2", "--liveengage", "--public"], None);
+    assert_eq!(out.status.code(), Some(1));
     // Attribute validation at the admin's door, and show prints them.
     let bad = brand.app.db.dir.join("bad.json");
     std::fs::write(&bad, r#"[{"type":"ctmrinfo","info":{"storeNumber":"12"}}]"#).unwrap();

@@ -24,7 +24,8 @@ async fn login(base: &str, client: &str, user: &str, pw: &str) -> Option<(reqwes
     let http = browser();
     let res = http.get(authorize_url(base, client)).send().await.ok()?;
     let loc = res.headers().get("location")?.to_str().ok()?.to_string();
-    let return_to = url::Url::parse(&format!("{base}{loc}")).ok()?.query_pairs().find(|(k, _)| k == "return_to")?.1.into_owned();
+    let return_to =
+        url::Url::parse(&format!("{base}{loc}")).ok()?.query_pairs().find(|(k, _)| k == "return_to")?.1.into_owned();
     let page = http.get(format!("{base}/login")).send().await.ok()?.text().await.ok()?;
     let csrf = hidden_value(&page, "csrf")?;
     let res = http
@@ -59,9 +60,12 @@ both_backends!(kill_9_under_load_loses_no_committed_write_and_no_code_redeems_tw
 
 async fn kill_9_under_load_loses_no_committed_write_and_no_code_redeems_twice(b: Backend) {
     let db = Arc::new(TestDb::new(b).await);
-    let created = stdout_json(&db.cli(&["--json", "client", "create", "--client-id", "rp", "--redirect-uri", CB], None));
+    let created =
+        stdout_json(&db.cli(&["--json", "client", "create", "--client-id", "rp", "--redirect-uri", CB], None));
     let secret = created["client_secret"].as_str().unwrap().to_string();
-    stdout_json(&db.cli(&["--json", "consumer", "create", "--username", "carol", "--password-stdin"], Some(&format!("{PW}\n"))));
+    stdout_json(
+        &db.cli(&["--json", "consumer", "create", "--username", "carol", "--password-stdin"], Some(&format!("{PW}\n"))),
+    );
     let server = start(&db.env()).await;
     let base = server.base.clone();
     let kid_before: Value = browser().get(format!("{base}/jwks.json")).send().await.unwrap().json().await.unwrap();
@@ -119,7 +123,11 @@ async fn kill_9_under_load_loses_no_committed_write_and_no_code_redeems_twice(b:
     writer.join().unwrap();
     let redeemed = redeemed.lock().unwrap().clone();
     let created_clients = created_clients.lock().unwrap().clone();
-    eprintln!("crash figures ({b:?}): {} codes redeemed and {} clients created before kill -9", redeemed.len(), created_clients.len());
+    eprintln!(
+        "crash figures ({b:?}): {} codes redeemed and {} clients created before kill -9",
+        redeemed.len(),
+        created_clients.len()
+    );
     assert!(!redeemed.is_empty(), "the load redeemed codes before the kill");
     assert!(!created_clients.is_empty(), "the CLI wrote clients");
     // Restart on the same database.
@@ -151,34 +159,64 @@ async fn kill_9_under_load_loses_no_committed_write_and_no_code_redeems_twice(b:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_logs_or_error_bodies() {
     let db = TestDb::new(Backend::Postgres).await;
-    let created = stdout_json(&db.cli(&["--json", "client", "create", "--client-id", "rp", "--redirect-uri", CB], None));
+    let created =
+        stdout_json(&db.cli(&["--json", "client", "create", "--client-id", "rp", "--redirect-uri", CB], None));
     let secret = created["client_secret"].as_str().unwrap().to_string();
-    stdout_json(&db.cli(&["--json", "consumer", "create", "--username", "dave", "--password-stdin"], Some(&format!("{PW}\n"))));
+    stdout_json(
+        &db.cli(&["--json", "consumer", "create", "--username", "dave", "--password-stdin"], Some(&format!("{PW}\n"))),
+    );
     let mut env = db.env();
     env.push(("BRAND_IDP_LOG_LEVEL".into(), "trace".into()));
     let server = start(&env).await;
     let base = server.base.clone();
     let mut bodies = Vec::new();
-    let mut secrets: Vec<(String, String)> = vec![("password".into(), PW.into()), ("client secret".into(), secret.clone()), ("secret key".into(), db.secret_key.clone())];
+    let mut secrets: Vec<(String, String)> = vec![
+        ("password".into(), PW.into()),
+        ("client secret".into(), secret.clone()),
+        ("secret key".into(), db.secret_key.clone()),
+    ];
     // A failed login, then a good one; codes, tokens, userinfo; failures with real values.
     let http = browser();
     let page = http.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
     let csrf = hidden_value(&page, "csrf").unwrap();
-    let res = http.post(format!("{base}/login")).form(&[("username", "dave"), ("password", "wrong-guess-123"), ("csrf", csrf.as_str()), ("return_to", "")]).send().await.unwrap();
+    let res = http
+        .post(format!("{base}/login"))
+        .form(&[("username", "dave"), ("password", "wrong-guess-123"), ("csrf", csrf.as_str()), ("return_to", "")])
+        .send()
+        .await
+        .unwrap();
     bodies.push(res.text().await.unwrap());
     secrets.push(("wrong password".into(), "wrong-guess-123".into()));
     let (http, loc) = login(&base, "rp", "dave", PW).await.unwrap();
     let code = code_of(&loc).unwrap();
     secrets.push(("code".into(), code.clone()));
-    let res = browser().post(format!("{base}/token")).basic_auth("rp", Some(&secret)).form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB)]).send().await.unwrap();
+    let res = browser()
+        .post(format!("{base}/token"))
+        .basic_auth("rp", Some(&secret))
+        .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB)])
+        .send()
+        .await
+        .unwrap();
     let tokens: Value = res.json().await.unwrap();
     let at = tokens["access_token"].as_str().unwrap().to_string();
     secrets.push(("access token".into(), at.clone()));
     bodies.push(browser().get(format!("{base}/userinfo")).bearer_auth(&at).send().await.unwrap().text().await.unwrap());
     // Replay and wrong credentials: the error bodies must not echo what was sent.
-    let res = browser().post(format!("{base}/token")).basic_auth("rp", Some(&secret)).form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB)]).send().await.unwrap();
+    let res = browser()
+        .post(format!("{base}/token"))
+        .basic_auth("rp", Some(&secret))
+        .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB)])
+        .send()
+        .await
+        .unwrap();
     bodies.push(res.text().await.unwrap());
-    let res = browser().post(format!("{base}/token")).basic_auth("rp", Some("not-the-secret-xyz")).form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB)]).send().await.unwrap();
+    let res = browser()
+        .post(format!("{base}/token"))
+        .basic_auth("rp", Some("not-the-secret-xyz"))
+        .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB)])
+        .send()
+        .await
+        .unwrap();
     bodies.push(res.text().await.unwrap());
     secrets.push(("wrong secret".into(), "not-the-secret-xyz".into()));
     bodies.push(browser().get(format!("{base}/userinfo")).bearer_auth(&at).send().await.unwrap().text().await.unwrap());
@@ -187,7 +225,9 @@ async fn secrets_never_reach_the_logs_or_error_bodies() {
     bodies.push(res.text().await.unwrap());
     // The signing key's private part, opened the way the server opens it.
     let store = brand_idp::store::Store::connect(&db.settings()).await.unwrap();
-    let keys = brand_idp::crypto::SecretKeys::from_secret(&brand_idp::config::decode_secret_key(&brand_idp::config::Secret::new(db.secret_key.clone())).unwrap());
+    let keys = brand_idp::crypto::SecretKeys::from_secret(
+        &brand_idp::config::decode_secret_key(&brand_idp::config::Secret::new(db.secret_key.clone())).unwrap(),
+    );
     for k in store.all_keys().await.unwrap() {
         let pkcs8 = keys.open(&k.private_key, k.kid.as_bytes()).unwrap();
         let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pkcs8);
@@ -200,7 +240,12 @@ async fn secrets_never_reach_the_logs_or_error_bodies() {
     let raw = browser();
     let page = raw.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
     let csrf = hidden_value(&page, "csrf").unwrap();
-    let res = raw.post(format!("{base}/login")).form(&[("username", "dave"), ("password", PW), ("csrf", csrf.as_str()), ("return_to", "")]).send().await.unwrap();
+    let res = raw
+        .post(format!("{base}/login"))
+        .form(&[("username", "dave"), ("password", PW), ("csrf", csrf.as_str()), ("return_to", "")])
+        .send()
+        .await
+        .unwrap();
     for c in res.headers().get_all("set-cookie") {
         let c = c.to_str().unwrap();
         if let Some(v) = c.strip_prefix("bidp_session=") {
