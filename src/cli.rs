@@ -211,6 +211,19 @@ enum ConsumerCmd {
         #[command(flatten)]
         password: PasswordSource,
     },
+    /// Import consumers from a JSON Lines file (idempotent: existing usernames are updated).
+    Import {
+        file: PathBuf,
+        /// Import the valid lines even if some are invalid (they are reported and skipped).
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// Export every consumer as JSON Lines (the import format, password hashes included).
+    Export {
+        /// Write to this file (mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Store a consumer's LiveEngage attributes (the lp_sdes array) from a JSON file.
     SetAttributes {
         username: String,
@@ -337,14 +350,12 @@ fn error_sentence(e: &anyhow::Error) -> String {
     s
 }
 
+/// Writes the command's result; a closed pipe (`| head`) is not an error worth a panic.
 fn print(json_out: bool, value: &Value, text: impl FnOnce() -> String) {
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
-    } else {
-        let t = text();
-        if !t.is_empty() {
-            println!("{t}");
-        }
+    use std::io::Write;
+    let out = if json_out { serde_json::to_string_pretty(value).expect("JSON") } else { text() };
+    if !out.is_empty() {
+        let _ = writeln!(std::io::stdout().lock(), "{out}");
     }
 }
 
@@ -826,6 +837,46 @@ async fn consumer_cmd(cmd: ConsumerCmd, store: &Store, settings: &Settings, j: b
             });
             Ok(())
         }
+        ConsumerCmd::Import { file, skip_invalid } => import_consumers(store, &file, skip_invalid, j, now).await,
+        ConsumerCmd::Export { output } => {
+            use std::io::Write;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(path)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    Box::new(std::io::BufWriter::new(f))
+                }
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut after: Option<String> = None;
+            let mut n = 0u64;
+            loop {
+                let page = store.list_consumers(after.as_deref(), 1000).await.map_err(store_err)?;
+                for c in &page {
+                    serde_json::to_writer(&mut out, &crate::consumers::import::Record::from_consumer(c))?;
+                    out.write_all(b"\n")?;
+                    n += 1;
+                }
+                if page.len() < 1000 {
+                    break;
+                }
+                after = page.last().map(|c| c.username.clone());
+            }
+            out.flush()?;
+            drop(out);
+            if let Some(path) = output {
+                print(j, &json!({"exported": n, "file": path.display().to_string()}), || {
+                    format!("Exported {n} consumers to {}.", path.display())
+                });
+            }
+            Ok(())
+        }
         ConsumerCmd::SetAttributes { username, file, clear } => {
             let attrs = match (file, clear) {
                 (_, true) => None,
@@ -858,6 +909,112 @@ async fn consumer_cmd(cmd: ConsumerCmd, store: &Store, settings: &Settings, j: b
             Ok(())
         }
     }
+}
+
+/// `consumer import`: validate every line first (line-numbered report), then write in
+/// batches of 500 per transaction; a line is applied whole or not at all.
+async fn import_consumers(
+    store: &Store,
+    file: &std::path::Path,
+    skip_invalid: bool,
+    j: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    use crate::consumers::import::{parse_line, Record};
+    use std::io::BufRead;
+    let f = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut records: Vec<(usize, Record)> = Vec::new();
+    let mut errors: Vec<(usize, String)> = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let n = i + 1;
+        let line = line.with_context(|| format!("cannot read line {n} of {}", file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(&line) {
+            Ok(r) => {
+                let key = crate::store::username_key(&r.username);
+                if let Some(first) = seen.insert(key, n) {
+                    errors.push((n, format!("the username {:?} was already given on line {first}", r.username)));
+                } else {
+                    records.push((n, r));
+                }
+            }
+            Err(e) => errors.push((n, e)),
+        }
+    }
+    let report = |errors: &[(usize, String)]| {
+        let mut t = errors.iter().take(50).map(|(n, e)| format!("line {n}: {e}")).collect::<Vec<_>>().join("\n");
+        if errors.len() > 50 {
+            t += &format!("\n... and {} more", errors.len() - 50);
+        }
+        t
+    };
+    if !errors.is_empty() && !skip_invalid {
+        if j {
+            let list: Vec<Value> = errors.iter().map(|(n, e)| json!({"line": n, "error": e})).collect();
+            eprintln!("{}", json!({"invalid": list}));
+        } else {
+            eprintln!("{}", report(&errors));
+        }
+        bail!(
+            "{} of {} lines are invalid; nothing was imported (fix them, or use --skip-invalid)",
+            errors.len(),
+            errors.len() + records.len()
+        );
+    }
+    let total = records.len();
+    let started = std::time::Instant::now();
+    let mut imported = 0usize;
+    let mut last_progress = 0usize;
+    for batch in records.chunks(500) {
+        let plain: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let results = match store.upsert_imported(&plain, now).await {
+            Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
+            // One bad line spoils its batch's transaction: apply the batch line by line to
+            // find it, so every other line still goes in whole.
+            Err(StoreError::Unavailable(e)) => return Err(store_err(StoreError::Unavailable(e))),
+            Err(_) => {
+                let mut one_by_one = Vec::with_capacity(batch.len());
+                for r in &plain {
+                    one_by_one.push(store.upsert_imported(std::slice::from_ref(r), now).await.map(|v| v[0]));
+                }
+                one_by_one
+            }
+        };
+        for ((n, r), res) in batch.iter().zip(results) {
+            match res {
+                Ok(true) => imported += 1,
+                Ok(false) => {
+                    errors.push((*n, format!("{:?} exists with another subject; a subject cannot change", r.username)))
+                }
+                Err(StoreError::Conflict) => {
+                    errors.push((*n, "the subject already belongs to another consumer".into()))
+                }
+                Err(e) => errors.push((*n, crate::describe_store_error(&e))),
+            }
+        }
+        let done = imported + errors.len();
+        if !j && total >= 10_000 && done - last_progress >= 10_000 {
+            eprintln!(
+                "imported {done} of {total} lines ({:.0} lines/s)",
+                done as f64 / started.elapsed().as_secs_f64()
+            );
+            last_progress = done;
+        }
+    }
+    errors.sort();
+    let secs = started.elapsed().as_secs_f64();
+    let v = json!({"imported": imported, "skipped": errors.iter().map(|(n, e)| json!({"line": n, "error": e})).collect::<Vec<_>>(), "seconds": (secs * 1000.0).round() / 1000.0});
+    print(j, &v, || {
+        let mut t = format!("Imported {imported} consumers in {secs:.1} s.");
+        if !errors.is_empty() {
+            t += &format!("\nSkipped {} lines:\n{}", errors.len(), report(&errors));
+        }
+        t
+    });
+    Ok(())
 }
 
 async fn set_disabled(store: &Store, username: &str, disabled: bool, j: bool, now: i64) -> anyhow::Result<()> {

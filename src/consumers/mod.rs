@@ -1,5 +1,6 @@
 //! Consumer accounts: creating them with validated input, and password hashing.
 
+pub mod import;
 pub mod password;
 pub mod throttle;
 

@@ -152,14 +152,93 @@ fn check(password: &Password) -> Result<(), HashError> {
     Ok(())
 }
 
-/// Verifies a PHC string of any argon2 variant.
-fn verify_sync(password: &[u8], stored: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(stored) else {
-        return false;
+/// The password-hash formats brand-idp verifies: its own argon2id, and what brands bring
+/// when they import their customers (re-hashed to argon2id at the first successful login).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashFormat {
+    /// `$argon2id$...`, `$argon2i$...` (PHC).
+    Argon2,
+    /// `$2a$`, `$2b$`, `$2y$`.
+    Bcrypt,
+    /// `$pbkdf2-sha256$i=N,l=32$salt$hash` (PHC, unpadded base64).
+    Pbkdf2Phc,
+    /// `pbkdf2_sha256$N$salt$hash` (salt as text, hash base64).
+    Pbkdf2Django,
+}
+
+/// Recognises a stored hash's format and checks it is well-formed.
+pub fn hash_format(stored: &str) -> Option<HashFormat> {
+    if stored.starts_with("$argon2") {
+        let parsed = PasswordHash::new(stored).ok()?;
+        return matches!(parsed.algorithm.as_str(), "argon2id" | "argon2i").then_some(HashFormat::Argon2);
+    }
+    if ["$2a$", "$2b$", "$2y$"].iter().any(|p| stored.starts_with(p)) {
+        // $2b$cost$ then 53 characters of salt and hash.
+        let cost_ok = stored.get(4..6).and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| (4..=31).contains(&c));
+        return (cost_ok && stored.len() == 60 && stored.as_bytes()[6] == b'$').then_some(HashFormat::Bcrypt);
+    }
+    if stored.starts_with("$pbkdf2-sha256$") {
+        return parse_pbkdf2_phc(stored).map(|_| HashFormat::Pbkdf2Phc);
+    }
+    if stored.starts_with("pbkdf2_sha256$") {
+        return parse_pbkdf2_django(stored).map(|_| HashFormat::Pbkdf2Django);
+    }
+    None
+}
+
+/// (iterations, salt, hash)
+type Pbkdf2Parts = (u32, Vec<u8>, Vec<u8>);
+
+fn b64_any(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    use base64::Engine;
+    // passlib's "adapted base64" uses '.' for '+'.
+    let s = s.replace('.', "+");
+    STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok().or_else(|| STANDARD.decode(&s).ok())
+}
+
+fn parse_pbkdf2_phc(s: &str) -> Option<Pbkdf2Parts> {
+    let mut parts = s.strip_prefix("$pbkdf2-sha256$")?.split('$');
+    let params = parts.next()?;
+    let iterations: u32 = if let Ok(n) = params.parse() {
+        n
+    } else {
+        params.split(',').find_map(|kv| kv.strip_prefix("i="))?.parse().ok()?
     };
-    match parsed.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" => Argon2::default().verify_password(password, &parsed).is_ok(),
-        _ => false,
+    let salt = b64_any(parts.next()?)?;
+    let hash = b64_any(parts.next()?)?;
+    (parts.next().is_none() && (1..=10_000_000).contains(&iterations) && !hash.is_empty() && hash.len() <= 64)
+        .then_some((iterations, salt, hash))
+}
+
+fn parse_pbkdf2_django(s: &str) -> Option<Pbkdf2Parts> {
+    let mut parts = s.strip_prefix("pbkdf2_sha256$")?.split('$');
+    let iterations: u32 = parts.next()?.parse().ok()?;
+    let salt = parts.next()?.as_bytes().to_vec();
+    let hash = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, parts.next()?).ok()?;
+    (parts.next().is_none()
+        && (1..=10_000_000).contains(&iterations)
+        && !salt.is_empty()
+        && !hash.is_empty()
+        && hash.len() <= 64)
+        .then_some((iterations, salt, hash))
+}
+
+fn verify_pbkdf2((iterations, salt, hash): Pbkdf2Parts, password: &[u8]) -> bool {
+    let Some(n) = std::num::NonZeroU32::new(iterations) else { return false };
+    aws_lc_rs::pbkdf2::verify(aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256, n, &salt, password, &hash).is_ok()
+}
+
+/// Verifies a stored hash in any accepted format.
+fn verify_sync(password: &[u8], stored: &str) -> bool {
+    match hash_format(stored) {
+        Some(HashFormat::Argon2) => {
+            PasswordHash::new(stored).is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
+        }
+        Some(HashFormat::Bcrypt) => bcrypt::verify(password, stored).unwrap_or(false),
+        Some(HashFormat::Pbkdf2Phc) => parse_pbkdf2_phc(stored).is_some_and(|p| verify_pbkdf2(p, password)),
+        Some(HashFormat::Pbkdf2Django) => parse_pbkdf2_django(stored).is_some_and(|p| verify_pbkdf2(p, password)),
+        None => false,
     }
 }
 
@@ -205,6 +284,58 @@ mod tests {
         match h.verify(&Password::new("pw"), Some(&weak)).await {
             Verified::Valid { rehash: Some(new) } => assert!(new.contains("m=1024"), "{new}"),
             other => panic!("expected a rehash, got {other:?}"),
+        }
+    }
+
+    /// Hashes made the way other systems make them, verified and re-hashed to argon2id.
+    #[tokio::test]
+    async fn imported_hash_formats_verify_and_are_rehashed() {
+        let h = hasher(1024);
+        let bcrypt_hash =
+            bcrypt::hash_with_salt("hunter2", 4, [7u8; 16]).unwrap().format_for_version(bcrypt::Version::TwoB);
+        let mut dk = [0u8; 32];
+        aws_lc_rs::pbkdf2::derive(
+            aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::new(1000).unwrap(),
+            b"NaCl",
+            b"hunter2",
+            &mut dk,
+        );
+        let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+        let django = format!("pbkdf2_sha256$1000$NaCl${}", b64(&dk));
+        let phc = format!(
+            "$pbkdf2-sha256$i=1000,l=32${}${}",
+            b64(b"NaCl").trim_end_matches('='),
+            b64(&dk).trim_end_matches('=')
+        );
+        let argon2i = {
+            let a = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::new(64, 1, 1, None).unwrap());
+            a.hash_password_with_salt(b"hunter2", b"saltsaltsalt").unwrap().to_string()
+        };
+        for stored in [
+            bcrypt_hash.clone(),
+            bcrypt_hash.replacen("$2b$", "$2y$", 1),
+            bcrypt_hash.replacen("$2b$", "$2a$", 1),
+            django,
+            phc,
+            argon2i,
+        ] {
+            assert!(hash_format(&stored).is_some(), "{stored}");
+            match h.verify(&Password::new("hunter2"), Some(&stored)).await {
+                Verified::Valid { rehash: Some(new) } => assert!(new.starts_with("$argon2id$"), "{new}"),
+                other => panic!("{stored}: {other:?}"),
+            }
+            assert_eq!(h.verify(&Password::new("hunter3"), Some(&stored)).await, Verified::Invalid, "{stored}");
+        }
+        for bad in [
+            "$2b$99$abc",
+            "pbkdf2_sha256$x$salt$hash",
+            "$pbkdf2-sha256$i=0$c2FsdA$aGFzaA",
+            "md5$abc",
+            "plaintext",
+            "$argon2d$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g",
+        ] {
+            assert!(hash_format(bad).is_none(), "{bad}");
         }
     }
 

@@ -33,7 +33,7 @@ pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderM
     }
     // A cross-site form post does not carry the SameSite=Lax session cookie; a top-level GET
     // does. Without the cookie, continue as the equivalent GET so a logged-in consumer is seen.
-    if session::cookie(&headers, session::SESSION_COOKIE).is_none() {
+    if session::cookie(&headers, session::session_cookie_name(&st)).is_none() {
         return see_other(&format!("/authorize?{}", String::from_utf8_lossy(&body)));
     }
     let pairs = url::form_urlencoded::parse(&body).into_owned().collect();

@@ -21,7 +21,7 @@ impl FromRequestParts<AppState> for ClientIp {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit(',').next())
                 .map(|v| v.trim())
-                .filter(|v| !v.is_empty() && v.len() <= 64);
+                .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
             if let Some(ip) = forwarded {
                 return Ok(ClientIp(ip.to_string()));
             }

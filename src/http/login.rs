@@ -143,14 +143,33 @@ pub async fn post(
         Ok(c) => c,
         Err(e) => return server_error_page(&st.settings, &from_store(e)),
     };
-    if let Err(wait) = throttle::check(&policy, now, counters[0], counters[1], counters[2]) {
+    let throttled = |wait: i64| {
         tracing::info!(retry_after = wait, "login throttled");
         let msg = format!("Too many sign-in attempts. Try again in {}.", human_secs(wait));
-        let mut res = render(&st, &headers, StatusCode::TOO_MANY_REQUESTS, &return_to, username, Some(&msg)).await;
-        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-            res.headers_mut().insert(header::RETRY_AFTER, v);
+        let (st, headers, return_to) = (&st, &headers, &return_to);
+        async move {
+            let mut res = render(st, headers, StatusCode::TOO_MANY_REQUESTS, return_to, username, Some(&msg)).await;
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
         }
-        return res;
+    };
+    if let Err(wait) = throttle::check(&policy, now, counters[0], counters[1], counters[2]) {
+        return throttled(wait).await;
+    }
+    // Reserve this attempt on the account and address counters before checking it, in one
+    // atomic statement each, so guesses sent all at once cannot slip past the limits
+    // together. A success gives the reservation back.
+    let mut reserved = [0i64; 2];
+    for (i, k) in keys[..2].iter().enumerate() {
+        match st.store.throttle_fail(k, now, policy.window).await {
+            Ok(n) => reserved[i] = n,
+            Err(e) => return server_error_page(&st.settings, &from_store(e)),
+        }
+    }
+    if reserved[0] > policy.max_per_account || reserved[1] > policy.max_per_ip {
+        return throttled(policy.window).await;
     }
     let consumer = match st.store.consumer_by_username(username).await {
         Ok(c) => Some(c),
@@ -169,15 +188,18 @@ pub async fn post(
             c
         }
         _ => {
-            for k in &keys {
-                if let Err(e) = st.store.throttle_fail(k, now, policy.window).await {
-                    return server_error_page(&st.settings, &from_store(e));
-                }
+            if let Err(e) = st.store.throttle_fail(&keys[2], now, policy.window).await {
+                return server_error_page(&st.settings, &from_store(e));
             }
             tracing::info!("login failed");
             return render(&st, &headers, StatusCode::UNAUTHORIZED, &return_to, username, Some(FAILED)).await;
         }
     };
+    for k in &keys[..2] {
+        if let Err(e) = st.store.throttle_undo(k).await {
+            tracing::warn!(error = %e, "could not give back a reserved login attempt");
+        }
+    }
     if let Err(e) = st.store.throttle_clear(&keys[2]).await {
         tracing::warn!(error = %e, "could not reset the login counter");
     }

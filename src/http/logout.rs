@@ -39,7 +39,7 @@ pub async fn get(State(st): State<AppState>, session: Session, headers: HeaderMa
 pub async fn post(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
     // A cross-site form post does not carry the SameSite=Lax session cookie: continue as the
     // equivalent GET, which does, so the session really ends.
-    if session::cookie(&headers, session::SESSION_COOKIE).is_none() {
+    if session::cookie(&headers, session::session_cookie_name(&st)).is_none() {
         let mut ser = url::form_urlencoded::Serializer::for_suffix(String::from("/logout?"), 8);
         ser.extend_pairs(form_pairs(&headers, &body));
         return crate::http::respond::see_other(&ser.finish());

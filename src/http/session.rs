@@ -18,8 +18,24 @@ use crate::oidc::error::{from_store, OAuthError};
 use crate::store::{Consumer, Store, StoreError};
 use crate::AppState;
 
-pub const SESSION_COOKIE: &str = "bidp_session";
-pub const CSRF_COOKIE: &str = "bidp_csrf";
+/// Cookie names. With an https issuer they carry the `__Host-` prefix: the browser then
+/// accepts them only from brand-idp's own host (Secure, Path=/, no Domain), so a sibling
+/// subdomain cannot plant a session or CSRF cookie of its choosing.
+pub fn session_cookie_name(st: &AppState) -> &'static str {
+    if st.settings.is_https() {
+        "__Host-bidp_session"
+    } else {
+        "bidp_session"
+    }
+}
+
+pub fn csrf_cookie_name(st: &AppState) -> &'static str {
+    if st.settings.is_https() {
+        "__Host-bidp_csrf"
+    } else {
+        "bidp_csrf"
+    }
+}
 
 /// The session store: rows keyed by SHA-256 of the session id, so a copy of the table does
 /// not hand out live sessions.
@@ -84,7 +100,7 @@ impl SessionStore for DbSessionStore {
 
 pub fn layer(st: &AppState) -> SessionManagerLayer<DbSessionStore> {
     SessionManagerLayer::new(DbSessionStore::new(st.store.clone(), st.clock.clone()))
-        .with_name(SESSION_COOKIE)
+        .with_name(session_cookie_name(st))
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(st.settings.is_https())
@@ -144,9 +160,9 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// CSRF protection for brand-idp's forms: a random cookie (`SameSite=Strict`, `HttpOnly`)
-/// and, in the form, a MAC of it under a server key. A forged form cannot know the MAC, and
-/// a cookie planted from a sibling domain has no valid MAC either.
+/// CSRF protection for brand-idp's forms: a random cookie (`SameSite=Strict`, `HttpOnly`,
+/// `__Host-` on https) and, in the form, a MAC of it under a server key. A forged form
+/// cannot know the MAC; with `__Host-`, a sibling subdomain cannot plant the cookie.
 pub struct Csrf {
     /// The cookie value to set, when the request had none.
     pub new_cookie: Option<String>,
@@ -154,7 +170,7 @@ pub struct Csrf {
 }
 
 pub fn csrf_for(st: &AppState, headers: &HeaderMap) -> Csrf {
-    match cookie(headers, CSRF_COOKIE).filter(|v| v.len() == 43) {
+    match cookie(headers, csrf_cookie_name(st)).filter(|v| v.len() == 43) {
         Some(v) => Csrf { new_cookie: None, token: st.secrets.csrf_token(v) },
         None => {
             let v = random_token::<32>();
@@ -165,11 +181,11 @@ pub fn csrf_for(st: &AppState, headers: &HeaderMap) -> Csrf {
 
 pub fn csrf_cookie_header(st: &AppState, value: &str) -> String {
     let secure = if st.settings.is_https() { "; Secure" } else { "" };
-    format!("{CSRF_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{secure}")
+    format!("{}={value}; Path=/; HttpOnly; SameSite=Strict{secure}", csrf_cookie_name(st))
 }
 
 pub fn csrf_ok(st: &AppState, headers: &HeaderMap, form_token: Option<&str>) -> bool {
-    match (cookie(headers, CSRF_COOKIE), form_token) {
+    match (cookie(headers, csrf_cookie_name(st)), form_token) {
         (Some(c), Some(t)) => ct_eq(st.secrets.csrf_token(c).as_bytes(), t.as_bytes()),
         _ => false,
     }

@@ -30,7 +30,7 @@ impl AuthMethod {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Client {
     pub client_id: String,
     #[serde(skip)]
@@ -46,13 +46,24 @@ pub struct Client {
     pub updated_at: i64,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.client_id)
+            .field("secret_hash", &self.secret_hash.as_ref().map(|_| "<redacted>"))
+            .field("redirect_uris", &self.redirect_uris)
+            .field("auth_method", &self.auth_method)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     pub fn is_public(&self) -> bool {
         self.auth_method == AuthMethod::None
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewClient {
     pub client_id: String,
     pub secret_hash: Option<String>,
@@ -62,6 +73,12 @@ pub struct NewClient {
     pub response_types: Vec<String>,
     pub auth_method: AuthMethod,
     pub options: serde_json::Value,
+}
+
+impl std::fmt::Debug for NewClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewClient").field("client_id", &self.client_id).finish_non_exhaustive()
+    }
 }
 
 type Row = (String, Option<String>, Option<String>, String, String, String, String, String, i64, i64);

@@ -47,7 +47,7 @@ pub struct Profile {
     pub address: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Consumer {
     /// The subject identifier (`sub`): opaque and stable.
     pub id: String,
@@ -62,13 +62,30 @@ pub struct Consumer {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
 pub struct NewConsumer {
     pub id: String,
     pub username: String,
     pub password_hash: Option<String>,
     pub profile: Profile,
     pub lp_attributes: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for NewConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewConsumer").field("id", &self.id).field("username", &self.username).finish_non_exhaustive()
+    }
 }
 
 /// The form under which usernames are unique: case-insensitive, Unicode-aware.
@@ -170,6 +187,42 @@ impl Store {
             .bind(old)
         )?;
         Ok(n == 1)
+    }
+
+    /// Inserts or updates imported consumers in one transaction, keyed by username. The
+    /// subject is kept: a record whose subject differs from the existing consumer's is not
+    /// applied (`false` in its place). A record without a password hash keeps the stored
+    /// one. Any database error rolls the whole batch back.
+    pub async fn upsert_imported(&self, records: &[crate::consumers::import::Record], now: i64) -> Result<Vec<bool>> {
+        const SQL: &str = "INSERT INTO consumers (id, username, username_key, password_hash, claims, lp_attributes, disabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             ON CONFLICT (username_key) DO UPDATE SET username = excluded.username, \
+               password_hash = COALESCE(excluded.password_hash, consumers.password_hash), claims = excluded.claims, \
+               lp_attributes = excluded.lp_attributes, disabled = excluded.disabled, updated_at = excluded.updated_at \
+             WHERE $9 = FALSE OR consumers.id = excluded.id \
+             RETURNING id";
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let mut applied = Vec::with_capacity(records.len());
+            for r in records {
+                let id = r.subject.clone().unwrap_or_else(crate::consumers::new_subject);
+                let row: Option<(String,)> = sqlx::query_as(SQL)
+                    .bind(&id)
+                    .bind(&r.username)
+                    .bind(username_key(&r.username))
+                    .bind(&r.password_hash)
+                    .bind(json_text(&r.profile))
+                    .bind(r.lp_sdes.as_ref().map(json_text))
+                    .bind(r.disabled)
+                    .bind(now)
+                    .bind(r.subject.is_some())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                applied.push(row.is_some());
+            }
+            tx.commit().await?;
+            Ok(applied)
+        })
     }
 
     /// Disabling also revokes the consumer's access tokens (sessions check the flag).

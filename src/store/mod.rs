@@ -65,6 +65,7 @@ impl From<sqlx::Error> for StoreError {
                         || c.starts_with("08")
                         || c.starts_with("57P")
                         || c == "57014"
+                        || c == "55P03"
                         || c.starts_with("53")
                 }) =>
             {
@@ -158,7 +159,7 @@ impl Store {
                     Err(_) => return Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
                 }
                 let pool = PgPoolOptions::new()
-                    .max_connections(settings.db_max_connections)
+                    .max_connections(settings.db_max_connections.max(2))
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await?;
@@ -287,9 +288,9 @@ impl Store {
         }
     }
 
-    /// Runs `f` if no other instance is running maintenance right now (PostgreSQL: a
-    /// session advisory lock held on one connection for the duration; released by the
-    /// database if this process dies). SQLite has one host, so it always runs. Returns
+    /// Runs `f` if no other instance is running maintenance right now (PostgreSQL: an
+    /// advisory lock held by a transaction on one connection for the duration; `f` uses
+    /// other connections, which is why the pool has at least two). SQLite has one host, so it always runs. Returns
     /// `None` when another instance holds the lock.
     pub async fn with_maintenance_lock<T, Fut>(&self, f: impl FnOnce() -> Fut) -> Result<Option<T>>
     where
@@ -299,14 +300,16 @@ impl Store {
         match &self.db {
             Db::Sqlite(_) => f().await.map(Some),
             Db::Postgres(pool) => {
-                let mut conn = pool.acquire().await?;
+                // A transaction-scoped lock: released at commit, at rollback, or when the
+                // connection goes, even if this future is dropped half-way.
+                let mut tx = pool.begin().await?;
                 let (got,): (bool,) =
-                    sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(KEY).fetch_one(&mut *conn).await?;
+                    sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)").bind(KEY).fetch_one(&mut *tx).await?;
                 if !got {
                     return Ok(None);
                 }
                 let out = f().await;
-                let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(KEY).execute(&mut *conn).await;
+                let _ = tx.commit().await;
                 out.map(Some)
             }
         }

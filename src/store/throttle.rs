@@ -30,20 +30,33 @@ impl Store {
         Ok(out)
     }
 
-    /// Counts one failure under `key`: a window older than `window` seconds starts again.
-    pub async fn throttle_fail(&self, key: &str, now: i64, window: i64) -> Result<()> {
-        execute!(
-            self,
-            sqlx::query(
+    /// Counts one failure (or one attempt, reserved before it is checked) under `key`,
+    /// atomically, and returns the count after it: a window older than `window` seconds
+    /// starts again.
+    pub async fn throttle_fail(&self, key: &str, now: i64, window: i64) -> Result<i64> {
+        let (n,): (i64,) = on_pool!(self, |p| {
+            sqlx::query_as(
                 "INSERT INTO login_throttle (key, failures, window_start, last_failure) VALUES ($1, 1, $2, $2) \
                  ON CONFLICT (key) DO UPDATE SET \
                    failures = CASE WHEN login_throttle.window_start <= $3 THEN 1 ELSE login_throttle.failures + 1 END, \
                    window_start = CASE WHEN login_throttle.window_start <= $3 THEN $2 ELSE login_throttle.window_start END, \
-                   last_failure = $2"
+                   last_failure = $2 \
+                 RETURNING failures"
             )
             .bind(key)
             .bind(now)
             .bind(now - window)
+            .fetch_one(p)
+            .await
+        })?;
+        Ok(n)
+    }
+
+    /// Takes back one reserved attempt (it turned out to be a success).
+    pub async fn throttle_undo(&self, key: &str) -> Result<()> {
+        execute!(
+            self,
+            sqlx::query("UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0").bind(key)
         )?;
         Ok(())
     }
