@@ -467,7 +467,8 @@ mod tests {
     fn check(q: &str) -> Result<AuthorizeRequest, OAuthError> {
         let p = params(q);
         let c = client();
-        let r = trusted_redirect_uri(&p, &c, |_| false).map_err(|_| OAuthError::invalid_request("untrusted"))?.to_string();
+        let r =
+            trusted_redirect_uri(&p, &c, |_| false).map_err(|_| OAuthError::invalid_request("untrusted"))?.to_string();
         validate(&p, &c, &r, ClientPolicy::default())
     }
 

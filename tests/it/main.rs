@@ -2,8 +2,10 @@
 //! brand-idp's end-to-end tests: one binary, modules per area, a real server on port 0 and
 //! a fresh database (SQLite file or PostgreSQL database) for every test.
 
+mod browser;
 mod flows;
 mod foundation;
 mod liveengage;
 mod serve;
 mod support;
+mod webdriver;
