@@ -58,6 +58,9 @@ enum Command {
     /// LiveEngage (LivePerson Conversational Cloud) integration.
     #[command(subcommand)]
     Liveengage(LiveEngageCmd),
+    /// Run a local demo: brand-idp with a demo consumer and LiveEngage client, and a brand
+    /// page that plays LiveEngage's part (data in ./data-demo; ignores the configuration).
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -368,6 +371,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         print(j, &json!({"secret_key": key}), || key.clone());
         return Ok(());
     }
+    if let Command::Demo(a) = cli.command {
+        return crate::demo::run(a).await;
+    }
     let settings = Settings::load(cli.config.as_deref()).map_err(|e| anyhow!("{e}"))?;
     match cli.command {
         Command::Serve => {
@@ -385,7 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<()> {
     let now = SystemClock.now();
     match cmd {
-        Command::Serve => unreachable!("handled by run"),
+        Command::Serve | Command::Demo(_) => unreachable!("handled by run"),
         Command::CheckConfig => {
             let pairs = settings.redacted();
             let obj: serde_json::Map<String, Value> =

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod consumers;
 pub mod crypto;
+pub mod demo;
 pub mod http;
 pub mod keys;
 pub mod liveengage;

@@ -18,7 +18,7 @@ const ORIGIN: &str = "https://www.brand.example";
 const WINDOW: &str = "https://lpcdn.lpsnmedia.net/le_unified_window/index.html";
 const PW: &str = "liveengage consumer pw";
 
-fn attributes() -> Value {
+pub fn attributes() -> Value {
     json!([
         {"type": "ctmrinfo", "info": {"cstatus": "active", "ctype": "vip", "customerId": "138766AC", "balance": -400.99,
             "currency": "USD", "socialId": "11256324780", "imei": "3543546543545688", "userName": "user000", "companySize": 500,
@@ -154,7 +154,7 @@ pub fn verify_with_spki(jwt: &str, one_line: &str, issuer: &str, aud: &str) -> V
     data.claims
 }
 
-fn check_liveengage_claims(c: &Value, sub: &str) {
+pub fn check_liveengage_claims(c: &Value, sub: &str) {
     assert_eq!(c["sub"], sub);
     for (k, v) in [
         ("given_name", "John"),
@@ -171,7 +171,7 @@ fn check_liveengage_claims(c: &Value, sub: &str) {
     assert_eq!(c["lp_sdes"], attributes(), "lp_sdes is the stored array, field for field");
 }
 
-fn pkce(len: usize) -> (String, String) {
+pub fn pkce(len: usize) -> (String, String) {
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
     let verifier: String = brand_idp::crypto::random_bytes::<512>()[..len]
         .iter()
@@ -372,7 +372,7 @@ async fn embedded_endpoint_needs_a_session_a_registered_origin_and_json(b: Backe
     assert_eq!(res.status(), 400);
 }
 
-fn lp_state(size: usize) -> String {
+pub fn lp_state(size: usize) -> String {
     // LiveEngage's window puts its whole configuration into state, as URL-encoded JSON.
     let mut cfg = String::from(
         r#"{"lpUnifiedWindowConfig":{"accountId":"12345678","engConf":{"id":"abc","ssoKey":"","window":"x"},"parentWindowOrigin":"https://www.brand.example","pad":""#,

@@ -206,6 +206,15 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
 
 pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    spawn_with_listener(db, listener, tweak).await
+}
+
+/// Serves on a listener bound beforehand, for tests that must know the address first.
+pub async fn spawn_with_listener(
+    db: TestDb,
+    listener: tokio::net::TcpListener,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let addr = listener.local_addr().expect("addr");
     let mut settings = db.settings();
     settings.issuer = format!("http://127.0.0.1:{}", addr.port());
