@@ -16,7 +16,8 @@
   var script = document.currentScript;
   var data = (script && script.dataset) || {};
   var clientId = data.clientId || "";
-  var flow = data.flow === "implicit" ? "implicit" : "code";
+  // Without data-flow, the client's configured flow applies.
+  var flow = data.flow === "implicit" || data.flow === "code" ? data.flow : "";
   var methodName = data.method || "lpGetAuthenticationToken";
   var contextPath = data.context || "window";
   var redirectUri = data.redirectUri || "";
@@ -63,7 +64,8 @@
       return;
     }
     var guard = setTimeout(function () { finish("", "timeout"); }, TIMEOUT_MS + 1000);
-    var payload = { client_id: clientId, flow: flow };
+    var payload = { client_id: clientId };
+    if (flow) payload.flow = flow;
     if (codeChallenge) payload.code_challenge = String(codeChallenge);
     if (redirectUri) payload.redirect_uri = redirectUri;
     request("/liveengage/token", {
@@ -74,12 +76,12 @@
       clearTimeout(guard);
       if (!r.ok) {
         finish("", r.body.error || "http_" + r.status);
-      } else if (flow === "implicit") {
-        if (r.body.id_token) finish(r.body.id_token); else finish("", "no_token");
+      } else if (r.body.id_token) {
+        finish(r.body.id_token);
       } else if (r.body.code) {
         finish({ ssoKey: r.body.code, redirect_uri: r.body.redirect_uri });
       } else {
-        finish("", "no_code");
+        finish("", "no_token");
       }
     }, function () {
       clearTimeout(guard);
@@ -91,6 +93,9 @@
 
   window.lpTag = window.lpTag || {};
   window.lpTag.identities = window.lpTag.identities || [];
+  // One identity function per page, however many times the script is included.
+  if (window.__brandIdpIdentity) return;
+  window.__brandIdpIdentity = true;
   window.lpTag.identities.push(function (callback) {
     request("/liveengage/identity?client_id=" + encodeURIComponent(clientId), { method: "GET" }).then(function (r) {
       var b = r.body;
