@@ -75,6 +75,13 @@ pub struct Settings {
     /// comma-separated entry is used). Unset: the TCP peer address.
     pub client_ip_header: Option<String>,
     pub request_timeout_secs: u64,
+    /// Serve `/metrics` on this address only (instead of on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Rotate signing keys automatically every this many seconds (0: manual rotation only,
+    /// for brands that pasted a public key into LiveEngage).
+    pub key_rotation_interval_secs: i64,
+    /// How long a new key is published in the JWKS before it starts signing.
+    pub key_prepublish_secs: i64,
 }
 
 impl Default for Settings {
@@ -111,6 +118,9 @@ impl Default for Settings {
             login_max_delay_secs: 60,
             client_ip_header: None,
             request_timeout_secs: 15,
+            metrics_listen: None,
+            key_rotation_interval_secs: 0,
+            key_prepublish_secs: 86_400,
         }
     }
 }
@@ -147,6 +157,9 @@ pub const SETTING_NAMES: &[&str] = &[
     "login_max_delay_secs",
     "client_ip_header",
     "request_timeout_secs",
+    "metrics_listen",
+    "key_rotation_interval_secs",
+    "key_prepublish_secs",
 ];
 
 /// The environment variable a setting is read from.
@@ -282,6 +295,19 @@ impl Settings {
                 self.client_ip_header = (!h.is_empty()).then_some(h);
             }
             "request_timeout_secs" => self.request_timeout_secs = parse_num(name, v, 1, 600)?,
+            "metrics_listen" => {
+                self.metrics_listen = if v.trim().is_empty() {
+                    None
+                } else {
+                    Some(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| bad(name, format!("{v:?} is not an address like 127.0.0.1:9090")))?,
+                    )
+                }
+            }
+            "key_rotation_interval_secs" => self.key_rotation_interval_secs = parse_num(name, v, 0, 86_400 * 3650)?,
+            "key_prepublish_secs" => self.key_prepublish_secs = parse_num(name, v, 0, 86_400 * 365)?,
             _ => return Err(ConfigError(format!("unknown setting {name:?}"))),
         }
         Ok(())
@@ -320,6 +346,18 @@ impl Settings {
             let u = Url::parse(logo).map_err(|_| bad("brand_logo_url", "is not an absolute URL"))?;
             if u.scheme() != "https" && u.scheme() != "http" {
                 return Err(bad("brand_logo_url", "must be an http(s) URL"));
+            }
+        }
+        if self.key_rotation_interval_secs > 0 {
+            let min_prepublish = self.jwks_max_age_secs + self.key_refresh_secs as i64;
+            if self.key_prepublish_secs < min_prepublish {
+                return Err(bad(
+                    "key_prepublish_secs",
+                    format!("must be at least jwks_max_age_secs + key_refresh_secs ({min_prepublish}) so every relying party sees a key before it signs"),
+                ));
+            }
+            if self.key_rotation_interval_secs <= self.key_prepublish_secs {
+                return Err(bad("key_rotation_interval_secs", "must be longer than key_prepublish_secs"));
             }
         }
         if self.argon2_memory_kib < 8 * self.argon2_parallelism {
@@ -385,6 +423,12 @@ impl Settings {
                 self.client_ip_header.clone().unwrap_or_else(|| "(unset: the TCP peer address)".into()),
             ),
             ("request_timeout_secs", self.request_timeout_secs.to_string()),
+            (
+                "metrics_listen",
+                self.metrics_listen.map(|a| a.to_string()).unwrap_or_else(|| "(unset: /metrics on listen)".into()),
+            ),
+            ("key_rotation_interval_secs", self.key_rotation_interval_secs.to_string()),
+            ("key_prepublish_secs", self.key_prepublish_secs.to_string()),
         ]
     }
 

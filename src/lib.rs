@@ -16,6 +16,7 @@ pub mod demo;
 pub mod http;
 pub mod keys;
 pub mod liveengage;
+pub mod metrics;
 pub mod oidc;
 pub mod store;
 pub mod telemetry;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub hasher: Hasher,
     pub clock: Arc<dyn Clock>,
     pub discovery: bytes::Bytes,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -182,6 +184,7 @@ impl App {
             secrets,
             clock,
             discovery,
+            metrics: Arc::new(metrics::Metrics::default()),
         };
         let tasks = vec![tokio::spawn(key_maintenance(state.clone())), tokio::spawn(cleanup(state.clone()))];
         let router = http::router(state.clone());
@@ -190,25 +193,29 @@ impl App {
 
     /// Reloads keys now (after this process rotated one, or in tests).
     pub async fn refresh_keys(&self) -> anyhow::Result<()> {
-        let now = self.state.now();
-        keys::promote_due(&self.state.store, now, self.state.retire_grace()).await?;
-        self.state.keys.refresh(&self.state.store, now).await?;
+        maintain_keys(&self.state).await?;
         Ok(())
     }
 }
 
-/// Activates due keys and picks up keys changed by other instances, every `key_refresh_secs`.
+/// One round of key upkeep: scheduled rotation, activation of due keys, and reloading what
+/// other instances changed.
+pub async fn maintain_keys(state: &AppState) -> Result<(), keys::KeyError> {
+    let now = state.now();
+    let rotated = keys::auto_rotate(&state.store, &state.secrets, &state.settings, now).await;
+    let promoted = keys::promote_due(&state.store, now, state.retire_grace()).await;
+    let refreshed = state.keys.refresh(&state.store, now).await;
+    rotated.and(promoted.map(|_| ())).and(refreshed)
+}
+
+/// Key upkeep every `key_refresh_secs`.
 async fn key_maintenance(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(state.settings.key_refresh_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = state.now();
-        if let Err(e) = keys::promote_due(&state.store, now, state.retire_grace()).await {
-            tracing::warn!(error = %e, "key promotion failed; will retry");
-        }
-        if let Err(e) = state.keys.refresh(&state.store, now).await {
-            tracing::warn!(error = %e, "key refresh failed; serving the keys loaded before");
+        if let Err(e) = maintain_keys(&state).await {
+            tracing::warn!(error = %e, "key maintenance failed; serving the keys loaded before, will retry");
         }
     }
 }
@@ -268,6 +275,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         backend = app.state.store.backend_name(),
         "brand-idp is serving"
     );
+    if let Some(addr) = app.state.settings.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (BRAND_IDP_METRICS_LISTEN)"))?;
+        tracing::info!(address = %addr, "metrics are served here");
+        tokio::spawn(http::server::serve(metrics, http::metrics_router(app.state.clone()), std::future::pending()));
+    }
     http::server::serve(listener, app.router.clone(), shutdown_signal()).await;
     tracing::info!("stopped");
     app.state.store.close().await;

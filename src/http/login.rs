@@ -15,6 +15,7 @@ use crate::http::client_ip::ClientIp;
 use crate::http::pages::{error_page, html, message_page, server_error_page, Brand, LoginPage};
 use crate::http::respond::see_other;
 use crate::http::session::{self, csrf_cookie_header, csrf_for, csrf_ok};
+use crate::metrics::Login;
 use crate::oidc::error::from_store;
 use crate::store::StoreError;
 use crate::AppState;
@@ -156,6 +157,7 @@ pub async fn post(
         }
     };
     if let Err(wait) = throttle::check(&policy, now, counters[0], counters[1], counters[2]) {
+        st.metrics.login(Login::Throttled);
         return throttled(wait).await;
     }
     // Reserve this attempt on the account and address counters before checking it, in one
@@ -169,6 +171,7 @@ pub async fn post(
         }
     }
     if reserved[0] > policy.max_per_account || reserved[1] > policy.max_per_ip {
+        st.metrics.login(Login::Throttled);
         return throttled(policy.window).await;
     }
     let consumer = match st.store.consumer_by_username(username).await {
@@ -177,7 +180,9 @@ pub async fn post(
         Err(e) => return server_error_page(&st.settings, &from_store(e)),
     };
     // Unknown usernames verify against a dummy hash: same work, same answer.
+    let hashing = std::time::Instant::now();
     let verified = st.hasher.verify(&password, consumer.as_ref().and_then(|c| c.password_hash.as_deref())).await;
+    st.metrics.password_hash(hashing.elapsed());
     let consumer = match (verified, consumer) {
         (Verified::Valid { rehash }, Some(c)) if !c.disabled => {
             if let (Some(new), Some(old)) = (rehash, c.password_hash.as_deref()) {
@@ -191,6 +196,7 @@ pub async fn post(
             if let Err(e) = st.store.throttle_fail(&keys[2], now, policy.window).await {
                 return server_error_page(&st.settings, &from_store(e));
             }
+            st.metrics.login(Login::Failure);
             tracing::info!("login failed");
             return render(&st, &headers, StatusCode::UNAUTHORIZED, &return_to, username, Some(FAILED)).await;
         }
@@ -206,6 +212,7 @@ pub async fn post(
     if let Err(e) = session::log_in(&session, &consumer.id, st.now()).await {
         return server_error_page(&st.settings, &e);
     }
+    st.metrics.login(Login::Success);
     tracing::info!("login succeeded");
     if return_to.is_empty() {
         see_other("/login/done")

@@ -48,6 +48,20 @@ async fn buffer_body(req: Request<axum::body::Body>, next: axum::middleware::Nex
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
+/// Counts every request under its route template (never the raw path).
+async fn record(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = crate::metrics::route_label(req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str()));
+    let method = crate::metrics::method_label(req.method());
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    st.metrics.request(route, method, res.status().as_u16(), started.elapsed());
+    res
+}
+
 /// No request runs longer than `request_timeout_secs`: if the database hangs, the client
 /// gets 503 with `Retry-After` instead of waiting forever.
 async fn deadline(
@@ -85,6 +99,15 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
+fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(health::metrics))
+}
+
+/// `/metrics` alone, for `metrics_listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    metrics_routes().with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     // Routes a browser visits with its brand-idp session.
     let browser = Router::new()
@@ -106,7 +129,9 @@ pub fn router(state: AppState) -> Router {
         .route("/static/{file}", get(assets::asset))
         .route("/liveengage.js", get(liveengage::script))
         .merge(browser)
+        .merge(if state.settings.metrics_listen.is_none() { metrics_routes() } else { Router::new() })
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), record))
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
         .layer(axum::middleware::from_fn(buffer_body))
         .layer(SetResponseHeaderLayer::if_not_present(

@@ -147,6 +147,40 @@ pub async fn rotate(
     all.into_iter().find(|k| k.kid == key.kid).ok_or(KeyError::NoSuchKey(key.kid))
 }
 
+/// Scheduled rotation: when the active key has served `key_rotation_interval_secs` less
+/// the pre-publication time, a new key is published as `next`, to start signing at the end
+/// of the interval (and never before `key_prepublish_secs` from now). One instance does it
+/// (the maintenance lock, and "no next key yet" checked under it). Returns the new key.
+pub async fn auto_rotate(
+    store: &Store,
+    secrets: &SecretKeys,
+    s: &crate::config::Settings,
+    now: i64,
+) -> Result<Option<StoredKey>, KeyError> {
+    if s.key_rotation_interval_secs <= 0 {
+        return Ok(None);
+    }
+    let out = store
+        .with_lock(crate::store::MaintenanceLock::Keys, || async {
+            let keys = store.all_keys().await?;
+            if keys.iter().any(|k| k.state == KeyState::Next) {
+                return Ok::<_, KeyError>(None);
+            }
+            let Some(active) = keys.iter().find(|k| k.state == KeyState::Active) else { return Ok(None) };
+            let due = active.activated_at.unwrap_or(active.created_at) + s.key_rotation_interval_secs;
+            if now < due - s.key_prepublish_secs {
+                return Ok(None);
+            }
+            let activate_at = due.max(now + s.key_prepublish_secs);
+            let key = generate_async(s.key_size, secrets, now, KeyState::Next, Some(activate_at)).await?;
+            store.insert_key(&key).await?;
+            tracing::info!(kid = %key.kid, activate_at, "scheduled rotation: next signing key published");
+            Ok(Some(key))
+        })
+        .await?;
+    Ok(out.flatten())
+}
+
 /// The DER SubjectPublicKeyInfo of a stored key.
 pub fn spki_der(k: &StoredKey) -> Result<Vec<u8>, KeyError> {
     let n = k.public_jwk.get("n").and_then(Value::as_str).and_then(b64url_decode);

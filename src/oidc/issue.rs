@@ -34,6 +34,7 @@ pub fn sign_id_token(st: &AppState, input: &IdTokenInput<'_>) -> Result<String, 
         tracing::error!("no active signing key is loaded");
         OAuthError::unavailable()
     })?;
+    st.metrics.id_token_issued();
     Ok(signer.sign_jwt(&claims::id_token_claims(input)))
 }
 
@@ -60,6 +61,7 @@ async fn mint_access_token(
         })
         .await
         .map_err(from_store)?;
+    st.metrics.access_token_issued();
     Ok(token)
 }
 
@@ -103,6 +105,7 @@ pub async fn authorization_response(
                 })
                 .await
                 .map_err(from_store)?;
+            st.metrics.code_issued();
             Ok(vec![("code", code)])
         }
         ResponseType::IdToken | ResponseType::IdTokenToken | ResponseType::LegacyToken => {
@@ -179,12 +182,19 @@ pub async fn exchange_code(
     }
     let now = st.now();
     let row = match st.store.redeem_code(&token_hash(code), now).await.map_err(from_store)? {
-        Redeemed::Fresh(row) => row,
+        Redeemed::Fresh(row) => {
+            st.metrics.redemption(crate::metrics::Redemption::Ok);
+            row
+        }
         Redeemed::Replayed { client_id } => {
+            st.metrics.redemption(crate::metrics::Redemption::Replayed);
             tracing::warn!(client_id = %client_id, "authorization code replayed; the grant's tokens are revoked");
             return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
         }
-        Redeemed::Invalid => return Err(OAuthError::invalid_grant("the code is invalid, expired or already used")),
+        Redeemed::Invalid => {
+            st.metrics.redemption(crate::metrics::Redemption::Invalid);
+            return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
+        }
     };
     if row.client_id != client.client_id {
         return Err(OAuthError::invalid_grant("the code was not issued to this client"));
@@ -314,6 +324,7 @@ pub async fn embedded(
                 })
                 .await
                 .map_err(from_store)?;
+            st.metrics.code_issued();
             Ok(Embedded::Code { code, redirect_uri: redirect_uri.to_string(), expires_in: st.settings.code_ttl_secs })
         }
     }

@@ -292,19 +292,54 @@ impl Store {
     /// advisory lock held by a transaction on one connection for the duration; `f` uses
     /// other connections, which is why the pool has at least two). SQLite has one host, so it always runs. Returns
     /// `None` when another instance holds the lock.
-    pub async fn with_maintenance_lock<T, Fut>(&self, f: impl FnOnce() -> Fut) -> Result<Option<T>>
+    pub async fn with_maintenance_lock<T, E, Fut>(&self, f: impl FnOnce() -> Fut) -> std::result::Result<Option<T>, E>
     where
-        Fut: std::future::Future<Output = Result<T>>,
+        Fut: std::future::Future<Output = std::result::Result<T, E>>,
+        E: From<StoreError>,
     {
-        const KEY: i64 = 0x6269_6470_0001;
+        self.with_lock(MaintenanceLock::Cleanup, f).await
+    }
+
+    /// As [`Store::with_maintenance_lock`], for one kind of upkeep. Cleanup skips when
+    /// another instance is at it; key upkeep waits its turn (it is short, and a skipped
+    /// check would only delay a rotation).
+    pub async fn with_lock<T, E, Fut>(
+        &self,
+        which: MaintenanceLock,
+        f: impl FnOnce() -> Fut,
+    ) -> std::result::Result<Option<T>, E>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, E>>,
+        E: From<StoreError>,
+    {
+        let (key, wait): (i64, bool) = match which {
+            MaintenanceLock::Cleanup => (0x6269_6470_0001, false),
+            MaintenanceLock::Keys => (0x6269_6470_0002, true),
+        };
         match &self.db {
-            Db::Sqlite(_) => f().await.map(Some),
+            Db::Sqlite(_) => {
+                let _ = wait;
+                f().await.map(Some)
+            }
             Db::Postgres(pool) => {
                 // A transaction-scoped lock: released at commit, at rollback, or when the
                 // connection goes, even if this future is dropped half-way.
-                let mut tx = pool.begin().await?;
-                let (got,): (bool,) =
-                    sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)").bind(KEY).fetch_one(&mut *tx).await?;
+                let mut tx = pool.begin().await.map_err(StoreError::from)?;
+                let got = if wait {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                    true
+                } else {
+                    let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                    got
+                };
                 if !got {
                     return Ok(None);
                 }
@@ -340,6 +375,12 @@ impl Store {
             Db::Postgres(_) => Ok("ok".into()),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenanceLock {
+    Cleanup,
+    Keys,
 }
 
 /// Creates the data directory readable only by its owner (it holds the database and the

@@ -499,7 +499,9 @@ async fn expired_rows_are_cleaned_up_in_bounded_batches_by_one_instance(b: Backe
         let other = st.store.clone();
         let inner = st
             .store
-            .with_maintenance_lock(|| async move { other.with_maintenance_lock(|| async { Ok(()) }).await })
+            .with_maintenance_lock(|| async move {
+                other.with_maintenance_lock(|| async { Ok::<(), brand_idp::store::StoreError>(()) }).await
+            })
             .await
             .unwrap();
         assert_eq!(inner, Some(None), "a second instance skips while the first holds the lock");

@@ -7,6 +7,7 @@ mod flows;
 mod foundation;
 mod hostile;
 mod liveengage;
+mod operating;
 mod props;
 mod resilience;
 mod serve;
