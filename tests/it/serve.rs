@@ -173,8 +173,15 @@ async fn sigterm_finishes_requests_in_flight_and_logs_are_json() {
     env.push(("BRAND_IDP_ARGON2_MEMORY_KIB".into(), "65536".into()));
     env.push(("BRAND_IDP_ARGON2_ITERATIONS".into(), "12".into()));
     env.push(("BRAND_IDP_LOG_FORMAT".into(), "json".into()));
+    let metrics_port = free_port();
+    env.push(("BRAND_IDP_METRICS_LISTEN".into(), format!("127.0.0.1:{metrics_port}")));
     let mut server = start(&env).await;
     let http = browser();
+    // With metrics_listen, /metrics is there and only there.
+    assert_eq!(http.get(format!("{}/metrics", server.base)).send().await.unwrap().status(), 404);
+    let m = http.get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(m.text().await.unwrap().contains("brand_idp_http_requests_total"));
     let page = http.get(format!("{}/login", server.base)).send().await.unwrap().text().await.unwrap();
     let csrf = hidden_value(&page, "csrf").unwrap();
     let url = format!("{}/login", server.base);
