@@ -186,6 +186,7 @@ impl App {
             discovery,
             metrics: Arc::new(metrics::Metrics::default()),
         };
+        state.hasher.warm_up();
         let tasks = vec![tokio::spawn(key_maintenance(state.clone())), tokio::spawn(cleanup(state.clone()))];
         let router = http::router(state.clone());
         Ok(App { state, router, tasks })

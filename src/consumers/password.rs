@@ -61,7 +61,7 @@ pub struct Hasher {
     params: Params,
     permits: Arc<Semaphore>,
     /// A hash of a random password, verified for unknown usernames so they cost the same.
-    dummy: Arc<String>,
+    dummy: Arc<std::sync::OnceLock<String>>,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -84,8 +84,22 @@ impl Hasher {
     pub fn new(s: &Settings) -> Hasher {
         let params = Params::new(s.argon2_memory_kib, s.argon2_iterations, s.argon2_parallelism, None)
             .expect("argon2 parameters are validated with the settings");
-        let dummy = hash_sync(&params, &random_bytes::<16>()).expect("hashing a random password");
-        Hasher { params, permits: Arc::new(Semaphore::new(s.max_concurrent_hashes)), dummy: Arc::new(dummy) }
+        Hasher { params, permits: Arc::new(Semaphore::new(s.max_concurrent_hashes)), dummy: Arc::default() }
+    }
+
+    /// The dummy hash, made on first use (not at start-up: that would cost a hash's time
+    /// before the first request is served). Call from a blocking thread.
+    fn dummy(&self) -> &str {
+        self.dummy.get_or_init(|| hash_sync(&self.params, &random_bytes::<16>()).expect("hashing a random password"))
+    }
+
+    /// Makes the dummy hash now, off the async workers (the server calls this after start-up
+    /// so the first unknown username costs the same as the others).
+    pub fn warm_up(&self) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            me.dummy();
+        });
     }
 
     pub fn params(&self) -> (u32, u32, u32) {
@@ -112,11 +126,11 @@ impl Hasher {
             Err(_) => return Verified::Invalid,
         };
         let target = stored.map(str::to_string);
-        let dummy = self.dummy.clone();
+        let me = self.clone();
         let params = self.params.clone();
         let pw = password.expose().as_bytes().to_vec();
         tokio::task::spawn_blocking(move || {
-            let hash = target.as_deref().unwrap_or(dummy.as_str());
+            let hash = target.as_deref().unwrap_or_else(|| me.dummy());
             let ok = verify_sync(&pw, hash);
             if !ok || target.is_none() {
                 return Verified::Invalid;
