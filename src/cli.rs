@@ -856,6 +856,9 @@ async fn consumer_cmd(cmd: ConsumerCmd, store: &Store, settings: &Settings, j: b
                         .mode(0o600)
                         .open(path)
                         .with_context(|| format!("cannot write {}", path.display()))?;
+                    // An existing file keeps its mode on open: it holds password hashes.
+                    use std::os::unix::fs::PermissionsExt;
+                    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
                     Box::new(std::io::BufWriter::new(f))
                 }
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
@@ -1013,6 +1016,7 @@ async fn import_consumers(
     errors.sort();
     let secs = started.elapsed().as_secs_f64();
     let v = json!({"imported": imported, "skipped": errors.iter().map(|(n, e)| json!({"line": n, "error": e})).collect::<Vec<_>>(), "seconds": (secs * 1000.0).round() / 1000.0});
+    let skipped = errors.len();
     print(j, &v, || {
         let mut t = format!("Imported {imported} consumers in {secs:.1} s.");
         if !errors.is_empty() {
@@ -1020,6 +1024,9 @@ async fn import_consumers(
         }
         t
     });
+    if skipped > 0 && !skip_invalid {
+        bail!("{skipped} lines could not be applied (see above); the other lines were imported");
+    }
     Ok(())
 }
 

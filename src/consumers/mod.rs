@@ -42,7 +42,22 @@ pub fn validate_profile(p: &Profile) -> Result<(), ConsumerError> {
         ("phone_number", &p.phone_number),
         ("gender", &p.gender),
         ("name", &p.name),
+        ("middle_name", &p.middle_name),
+        ("nickname", &p.nickname),
+        ("profile", &p.profile),
+        ("picture", &p.picture),
+        ("website", &p.website),
+        ("birthdate", &p.birthdate),
+        ("zoneinfo", &p.zoneinfo),
+        ("locale", &p.locale),
     ];
+    if let Some(a) = &p.address {
+        if !a.is_object() || a.to_string().len() > 1024 {
+            return Err(ConsumerError::Invalid(
+                "address must be a JSON object of at most 1024 bytes (OIDC Core 5.1.1)".into(),
+            ));
+        }
+    }
     for (name, v) in fields {
         if let Some(v) = v {
             if v.chars().count() > 256 || v.chars().any(char::is_control) {

@@ -131,9 +131,10 @@ pub fn router(state: AppState) -> Router {
         .merge(browser)
         .merge(if state.settings.metrics_listen.is_none() { metrics_routes() } else { Router::new() })
         .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), record))
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
         .layer(axum::middleware::from_fn(buffer_body))
+        // Outermost, so 408, 413 and deadline 503s are counted too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), record))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -182,10 +182,7 @@ pub async fn exchange_code(
     }
     let now = st.now();
     let row = match st.store.redeem_code(&token_hash(code), now).await.map_err(from_store)? {
-        Redeemed::Fresh(row) => {
-            st.metrics.redemption(crate::metrics::Redemption::Ok);
-            row
-        }
+        Redeemed::Fresh(row) => row,
         Redeemed::Replayed { client_id } => {
             st.metrics.redemption(crate::metrics::Redemption::Replayed);
             tracing::warn!(client_id = %client_id, "authorization code replayed; the grant's tokens are revoked");
@@ -232,6 +229,7 @@ pub async fn exchange_code(
         },
     )?;
     let id_token = finish_id_token(client, id_token, Flow::Code)?;
+    st.metrics.redemption(crate::metrics::Redemption::Ok);
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",

@@ -78,7 +78,7 @@ impl Store {
             "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1 \
              RETURNING {CODE_COLUMNS}"
         );
-                let row: Option<CodeRow> = {
+        let row: Option<CodeRow> = {
             let _gate = self.write_gate().await;
             on_pool!(self, |p| { sqlx::query_as(&sql).bind(now).bind(code_hash).fetch_optional(p).await })?
         };

@@ -218,6 +218,16 @@ impl Store {
                     .bind(r.subject.is_some())
                     .fetch_optional(&mut *tx)
                     .await?;
+                if let (Some((id,)), true) = (&row, r.disabled) {
+                    // A consumer disabled by import loses their tokens, as with `consumer disable`.
+                    sqlx::query(
+                        "UPDATE access_tokens SET revoked_at = $1 WHERE consumer_id = $2 AND revoked_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 applied.push(row.is_some());
             }
             tx.commit().await?;

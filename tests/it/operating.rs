@@ -252,7 +252,9 @@ async fn import_of_each_hash_format_then_login_verifies_and_rehashes(b: Backend)
     // A subject cannot move to another username.
     let clash = db.dir.join("clash.jsonl");
     std::fs::write(&clash, "{\"username\": \"argon2i\", \"subject\": \"another\"}\n{\"username\": \"newcomer\", \"subject\": \"legacy-argon2i\"}\n").unwrap();
-    let out = stdout_json(&db.cli(&["--json", "consumer", "import", clash.to_str().unwrap()], None));
+    let refused = db.cli(&["--json", "consumer", "import", clash.to_str().unwrap()], None);
+    assert_eq!(refused.status.code(), Some(1), "lines that could not be applied make the import fail");
+    let out = stdout_json(&db.cli(&["--json", "consumer", "import", clash.to_str().unwrap(), "--skip-invalid"], None));
     assert_eq!(out["imported"], 0);
     assert_eq!(out["skipped"].as_array().unwrap().len(), 2, "{out}");
     // Export writes the same format; importing it elsewhere reproduces the consumers.
