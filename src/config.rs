@@ -82,6 +82,9 @@ pub struct Settings {
     pub key_rotation_interval_secs: i64,
     /// How long a new key is published in the JWKS before it starts signing.
     pub key_prepublish_secs: i64,
+    /// How long a server may use a client registration it read before reading it again
+    /// (0: read it on every request). Bounds how long a CLI change takes to reach servers.
+    pub client_cache_secs: i64,
 }
 
 impl Default for Settings {
@@ -121,6 +124,7 @@ impl Default for Settings {
             metrics_listen: None,
             key_rotation_interval_secs: 0,
             key_prepublish_secs: 86_400,
+            client_cache_secs: 1,
         }
     }
 }
@@ -160,6 +164,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "metrics_listen",
     "key_rotation_interval_secs",
     "key_prepublish_secs",
+    "client_cache_secs",
 ];
 
 /// The environment variable a setting is read from.
@@ -308,6 +313,7 @@ impl Settings {
             }
             "key_rotation_interval_secs" => self.key_rotation_interval_secs = parse_num(name, v, 0, 86_400 * 3650)?,
             "key_prepublish_secs" => self.key_prepublish_secs = parse_num(name, v, 0, 86_400 * 365)?,
+            "client_cache_secs" => self.client_cache_secs = parse_num(name, v, 0, 300)?,
             _ => return Err(ConfigError(format!("unknown setting {name:?}"))),
         }
         Ok(())
@@ -429,6 +435,7 @@ impl Settings {
             ),
             ("key_rotation_interval_secs", self.key_rotation_interval_secs.to_string()),
             ("key_prepublish_secs", self.key_prepublish_secs.to_string()),
+            ("client_cache_secs", self.client_cache_secs.to_string()),
         ]
     }
 

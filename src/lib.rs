@@ -45,11 +45,37 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub discovery: bytes::Bytes,
     pub metrics: Arc<metrics::Metrics>,
+    clients: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, Arc<store::Client>)>>>,
 }
 
 impl AppState {
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// A client registration, read from the database at most every `client_cache_secs`.
+    /// The hot paths (authorize, token) would otherwise read it on every request; the price
+    /// is that a change made with the CLI reaches running servers within that bound.
+    pub async fn client(&self, client_id: &str) -> store::Result<Arc<store::Client>> {
+        let ttl = self.settings.client_cache_secs;
+        let now = self.now();
+        if ttl > 0 {
+            if let Some((at, c)) = self.clients.lock().expect("client cache lock").get(client_id) {
+                if now - at < ttl {
+                    return Ok(c.clone());
+                }
+            }
+        }
+        let c = Arc::new(self.store.client(client_id).await?);
+        if ttl > 0 {
+            let mut cache = self.clients.lock().expect("client cache lock");
+            // Bounded: unknown ids are never cached, and a full cache starts over.
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert(client_id.to_string(), (now, c.clone()));
+        }
+        Ok(c)
     }
 
     /// How long a retired key stays in the JWKS: every token it signed has expired and
@@ -185,6 +211,7 @@ impl App {
             clock,
             discovery,
             metrics: Arc::new(metrics::Metrics::default()),
+            clients: Arc::default(),
         };
         state.hasher.warm_up();
         let tasks = vec![tokio::spawn(key_maintenance(state.clone())), tokio::spawn(cleanup(state.clone()))];

@@ -75,7 +75,7 @@ async fn handle(st: &AppState, session: &Session, pairs: Vec<(String, String)>) 
         Ok(c) => c,
         Err(e) => return untrusted(st, &e),
     };
-    let client = match st.store.client(client_id).await {
+    let client = match st.client(client_id).await {
         Ok(c) => c,
         Err(StoreError::NotFound) => return untrusted(st, &UntrustedError::UnknownClient),
         Err(e) => return server_error_page(&st.settings, &from_store(e)),

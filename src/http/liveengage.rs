@@ -68,11 +68,11 @@ pub struct ClientQuery {
     client_id: Option<String>,
 }
 
-async fn liveengage_client(st: &AppState, id: Option<&str>) -> Result<Client, Response> {
+async fn liveengage_client(st: &AppState, id: Option<&str>) -> Result<std::sync::Arc<Client>, Response> {
     let Some(id) = id.filter(|i| !i.is_empty() && i.len() <= 256) else {
         return Err(error(StatusCode::BAD_REQUEST, &OAuthError::invalid_request("client_id is missing")));
     };
-    match st.store.client(id).await {
+    match st.client(id).await {
         Ok(c) if liveengage::profile(&c).is_some() => Ok(c),
         Ok(_) | Err(StoreError::NotFound) => Err(error(
             StatusCode::BAD_REQUEST,

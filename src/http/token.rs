@@ -83,7 +83,7 @@ async fn token_inner(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
     let params = single_params(body_pairs(headers, body)?)?;
     let auth = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
     let creds = credentials(auth, &params)?;
-    let client = match st.store.client(&creds.client_id).await {
+    let client = match st.client(&creds.client_id).await {
         Ok(c) => c,
         Err(StoreError::NotFound) => return Err(OAuthError::invalid_client("client authentication failed")),
         Err(e) => return Err(from_store(e)),

@@ -276,3 +276,44 @@ async fn import_of_each_hash_format_then_login_verifies_and_rehashes(b: Backend)
     assert_eq!(a, c, "export, import, export is the identity");
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// Servers may use a client registration for `client_cache_secs` before reading it again:
+/// a change made elsewhere (the CLI) takes effect within that bound, and not later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_changes_reach_servers_within_the_cache_bound() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.client_cache_secs = 5).await;
+    let old = app.add_client("rp", &[CB], &["code"], &[], false).await.unwrap();
+    app.add_consumer("cache-user", "the password", brand_idp::store::Profile::default()).await;
+    let http = browser();
+    let q = format!(
+        "{}?client_id=rp&redirect_uri={}&response_type=code&scope=openid",
+        app.url("/authorize"),
+        url::form_urlencoded::byte_serialize(CB.as_bytes()).collect::<String>()
+    );
+    let mut code = || {
+        let (http, q, app) = (http.clone(), q.clone(), &app);
+        async move { params_of(app.authorize_as(&http, &q, "cache-user", "the password").await.query())["code"].clone() }
+    };
+    let redeem = |secret: String, code: String| {
+        let url = app.url("/token");
+        async move {
+            browser()
+                .post(url)
+                .basic_auth("rp", Some(secret))
+                .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CB)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(redeem(old.clone(), code().await).await, 200);
+    // The secret is rotated behind the server's back (as `client rotate-secret` does).
+    let new = brand_idp::oidc::clients::generate_secret();
+    app.app.state.store.set_client_secret_hash("rp", &app.app.state.secrets.hash_client_secret(&new), 0).await.unwrap();
+    assert_eq!(redeem(old.clone(), code().await).await, 200, "within the bound the cached registration is used");
+    app.clock.advance(5);
+    assert_eq!(redeem(old, code().await).await, 401, "after the bound the old secret is refused");
+    assert_eq!(redeem(new, code().await).await, 200);
+}

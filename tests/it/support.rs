@@ -115,6 +115,8 @@ impl TestDb {
         s.argon2_memory_kib = 1024;
         s.argon2_iterations = 1;
         s.db_max_connections = 5;
+        // Tests change clients and use them at once; the cache has its own test.
+        s.client_cache_secs = 0;
         s
     }
 
@@ -125,6 +127,7 @@ impl TestDb {
             ("BRAND_IDP_SECRET_KEY".to_string(), self.secret_key.clone()),
             ("BRAND_IDP_ARGON2_MEMORY_KIB".to_string(), "1024".to_string()),
             ("BRAND_IDP_ARGON2_ITERATIONS".to_string(), "1".to_string()),
+            ("BRAND_IDP_CLIENT_CACHE_SECS".to_string(), "0".to_string()),
         ];
         if let Some(pg) = &self.pg {
             v.push(("DATABASE_URL".to_string(), pg.url.clone()));
