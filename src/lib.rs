@@ -45,8 +45,11 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub discovery: bytes::Bytes,
     pub metrics: Arc<metrics::Metrics>,
-    clients: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, Arc<store::Client>)>>>,
+    clients: Arc<std::sync::Mutex<ClientCache>>,
 }
+
+/// Client id -> (when it was read, the registration).
+type ClientCache = std::collections::HashMap<String, (i64, Arc<store::Client>)>;
 
 impl AppState {
     pub fn now(&self) -> i64 {
