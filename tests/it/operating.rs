@@ -290,7 +290,7 @@ async fn client_changes_reach_servers_within_the_cache_bound() {
         app.url("/authorize"),
         url::form_urlencoded::byte_serialize(CB.as_bytes()).collect::<String>()
     );
-    let mut code = || {
+    let code = || {
         let (http, q, app) = (http.clone(), q.clone(), &app);
         async move { params_of(app.authorize_as(&http, &q, "cache-user", "the password").await.query())["code"].clone() }
     };
