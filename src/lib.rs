@@ -216,7 +216,6 @@ impl App {
             metrics: Arc::new(metrics::Metrics::default()),
             clients: Arc::default(),
         };
-        state.hasher.warm_up();
         let tasks = vec![tokio::spawn(key_maintenance(state.clone())), tokio::spawn(cleanup(state.clone()))];
         let router = http::router(state.clone());
         Ok(App { state, router, tasks })

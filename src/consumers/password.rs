@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::password_hash::PasswordVerifier as _;
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
@@ -62,6 +62,10 @@ pub struct Hasher {
     permits: Arc<Semaphore>,
     /// A hash of a random password, verified for unknown usernames so they cost the same.
     dummy: Arc<std::sync::OnceLock<String>>,
+    /// Working memory for hashes at the current parameters, at most one per permit, made on
+    /// first use and kept: no 19 MiB allocation (and page faults) per login, and a fixed
+    /// ceiling on hashing memory.
+    memory: Arc<std::sync::Mutex<Vec<Vec<argon2::Block>>>>,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -75,31 +79,75 @@ impl std::fmt::Debug for Hasher {
 }
 
 fn hash_sync(params: &Params, password: &[u8]) -> Result<String, HashError> {
+    let mut memory = vec![argon2::Block::default(); params.block_count()];
+    hash_into(params, password, &mut memory)
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, b)
+}
+
+/// argon2id into the given working memory; the PHC string (`$argon2id$v=19$m=,t=,p=$salt$hash`).
+fn hash_into(params: &Params, password: &[u8], memory: &mut [argon2::Block]) -> Result<String, HashError> {
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let salt = random_bytes::<16>();
-    argon.hash_password_with_salt(password, &salt).map(|h| h.to_string()).map_err(|_| HashError::Internal)
+    let mut out = [0u8; 32];
+    argon.hash_password_into_with_memory(password, &salt, &mut out, memory).map_err(|_| HashError::Internal)?;
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        b64(&salt),
+        b64(&out)
+    ))
+}
+
+/// Verifies an argon2id hash made with exactly `params`, in the given working memory;
+/// `None` when the hash has other parameters (then the allocating path verifies it).
+fn verify_into(params: &Params, password: &[u8], stored: &str, memory: &mut [argon2::Block]) -> Option<bool> {
+    let parts: Vec<&str> = stored.split('$').collect();
+    let [_, "argon2id", "v=19", p, salt, hash] = parts.as_slice() else { return None };
+    if *p != format!("m={},t={},p={}", params.m_cost(), params.t_cost(), params.p_cost()) {
+        return None;
+    }
+    let dec = |s: &str| base64::Engine::decode(&base64::engine::general_purpose::STANDARD_NO_PAD, s).ok();
+    let (salt, expected) = (dec(salt)?, dec(hash)?);
+    if expected.len() != 32 {
+        return None;
+    }
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; 32];
+    argon.hash_password_into_with_memory(password, &salt, &mut out, memory).ok()?;
+    Some(crate::crypto::ct_eq(&out, &expected))
 }
 
 impl Hasher {
     pub fn new(s: &Settings) -> Hasher {
         let params = Params::new(s.argon2_memory_kib, s.argon2_iterations, s.argon2_parallelism, None)
             .expect("argon2 parameters are validated with the settings");
-        Hasher { params, permits: Arc::new(Semaphore::new(s.max_concurrent_hashes)), dummy: Arc::default() }
+        Hasher {
+            params,
+            permits: Arc::new(Semaphore::new(s.max_concurrent_hashes)),
+            dummy: Arc::default(),
+            memory: Arc::default(),
+        }
+    }
+
+    /// Runs `f` with one of the pooled working memories (call with a permit held).
+    fn with_memory<R>(&self, f: impl FnOnce(&mut [argon2::Block]) -> R) -> R {
+        let taken = self.memory.lock().expect("hash memory lock").pop();
+        let mut memory = taken.unwrap_or_else(|| vec![argon2::Block::default(); self.params.block_count()]);
+        let out = f(&mut memory);
+        self.memory.lock().expect("hash memory lock").push(memory);
+        out
     }
 
     /// The dummy hash, made on first use (not at start-up: that would cost a hash's time
     /// before the first request is served). Call from a blocking thread.
     fn dummy(&self) -> &str {
+        // A throwaway allocation: the pool keeps only what logins use.
         self.dummy.get_or_init(|| hash_sync(&self.params, &random_bytes::<16>()).expect("hashing a random password"))
-    }
-
-    /// Makes the dummy hash now, off the async workers (the server calls this after start-up
-    /// so the first unknown username costs the same as the others).
-    pub fn warm_up(&self) {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            me.dummy();
-        });
     }
 
     pub fn params(&self) -> (u32, u32, u32) {
@@ -110,9 +158,11 @@ impl Hasher {
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         check(password)?;
         let _permit = self.permits.acquire().await.map_err(|_| HashError::Internal)?;
-        let params = self.params.clone();
+        let me = self.clone();
         let pw = password.expose().as_bytes().to_vec();
-        tokio::task::spawn_blocking(move || hash_sync(&params, &pw)).await.map_err(|_| HashError::Internal)?
+        tokio::task::spawn_blocking(move || me.with_memory(|m| hash_into(&me.params, &pw, m)))
+            .await
+            .map_err(|_| HashError::Internal)?
     }
 
     /// Verifies against a stored hash, or against the dummy hash when there is none (unknown
@@ -131,11 +181,12 @@ impl Hasher {
         let pw = password.expose().as_bytes().to_vec();
         tokio::task::spawn_blocking(move || {
             let hash = target.as_deref().unwrap_or_else(|| me.dummy());
-            let ok = verify_sync(&pw, hash);
+            let ok = me.with_memory(|m| verify_into(&params, &pw, hash, m)).unwrap_or_else(|| verify_sync(&pw, hash));
             if !ok || target.is_none() {
                 return Verified::Invalid;
             }
-            let rehash = if is_current(hash, &params) { None } else { hash_sync(&params, &pw).ok() };
+            let rehash =
+                if is_current(hash, &params) { None } else { me.with_memory(|m| hash_into(&params, &pw, m)).ok() };
             Verified::Valid { rehash }
         })
         .await
@@ -273,6 +324,7 @@ fn is_current(stored: &str, params: &Params) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordHasher as _;
 
     fn hasher(m: u32) -> Hasher {
         let mut s = Settings::default();
