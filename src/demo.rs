@@ -126,25 +126,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     tokio::select! {
         r = async { idp.await } => r.context("brand-idp stopped")?,
         r = async { brand.await } => r.context("the brand page stopped")?,
-        _ = stop_signal() => {}
+        _ = crate::stop_signal() => {}
     }
     app.state.store.close().await;
     Ok(())
-}
-
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
 }
 
 /// The demo consumer, with a new random password on every start (printed once).

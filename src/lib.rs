@@ -319,6 +319,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
+    stop_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Resolves at SIGINT or SIGTERM.
+pub(crate) async fn stop_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -334,5 +340,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }
