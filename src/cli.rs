@@ -450,7 +450,7 @@ async fn run_admin(cmd: Command, settings: Settings, j: bool) -> anyhow::Result<
             Ok(())
         }
         Command::Migrate => {
-            let store = Store::connect(&settings).await.map_err(|e| db_error(&settings, &e))?;
+            let store = Store::connect(&settings).await.map_err(|e| crate::open_error(&settings, &e))?;
             let applied = store
                 .migrate()
                 .await
@@ -524,14 +524,6 @@ fn sample_id_token_claims(issuer: &str, now: i64) -> Value {
         claims_param: None,
         lp_sdes: None,
     })
-}
-
-fn db_error(settings: &Settings, e: &StoreError) -> anyhow::Error {
-    let target = match &settings.database_url {
-        Some(u) => crate::config::redact_url(u.expose()),
-        None => settings.sqlite_path().display().to_string(),
-    };
-    anyhow!("cannot open the database {target}: {}", crate::describe_store_error(e))
 }
 
 fn store_err(e: StoreError) -> anyhow::Error {

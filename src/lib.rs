@@ -143,13 +143,7 @@ pub fn resolve_secret_key(s: &Settings) -> anyhow::Result<SecretKeys> {
 
 /// Connects to the database and applies migrations, with messages an operator can act on.
 pub async fn open_store(s: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(s).await.map_err(|e| {
-        let target = match &s.database_url {
-            Some(u) => config::redact_url(u.expose()),
-            None => s.sqlite_path().display().to_string(),
-        };
-        anyhow::anyhow!("cannot open the database {target}: {}", describe_store_error(&e))
-    })?;
+    let store = Store::connect(s).await.map_err(|e| open_error(s, &e))?;
     let applied = store
         .migrate()
         .await
@@ -158,6 +152,15 @@ pub async fn open_store(s: &Settings) -> anyhow::Result<Store> {
         tracing::info!(?applied, backend = store.backend_name(), "applied migrations");
     }
     Ok(store)
+}
+
+/// "cannot open the database ...", naming the database (password redacted) and the cause.
+pub fn open_error(s: &Settings, e: &store::StoreError) -> anyhow::Error {
+    let target = match &s.database_url {
+        Some(u) => config::redact_url(u.expose()),
+        None => s.sqlite_path().display().to_string(),
+    };
+    anyhow::anyhow!("cannot open the database {target}: {}", describe_store_error(e))
 }
 
 /// A one-line description of a storage error without internals an attacker could use.

@@ -8,7 +8,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -117,16 +117,7 @@ struct TokenRequest {
 }
 
 /// Mints a fresh id_token or code for the consumer logged in with this browser session.
-pub async fn token(
-    State(st): State<AppState>,
-    session: Session,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if method != Method::POST {
-        return StatusCode::METHOD_NOT_ALLOWED.into_response();
-    }
+pub async fn token(State(st): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -162,8 +162,8 @@ impl Profile {
 }
 
 /// Encrypts an id_token for LivePerson if the client's profile asks for it in this flow.
-pub fn maybe_encrypt(client: &Client, id_token: String, flow: Flow) -> Result<String, jwe::JweError> {
-    let Some(enc) = profile(client).and_then(|p| p.encryption) else { return Ok(id_token) };
+pub fn maybe_encrypt(profile: Option<&Profile>, id_token: String, flow: Flow) -> Result<String, jwe::JweError> {
+    let Some(enc) = profile.and_then(|p| p.encryption.as_ref()) else { return Ok(id_token) };
     let wanted = match flow {
         Flow::Implicit => enc.implicit,
         Flow::Code => enc.code,

@@ -14,15 +14,18 @@ use crate::store::{AccessTokenRow, AuthCodeRow, Client, Consumer, Redeemed, Stor
 use crate::AppState;
 
 /// The `lp_sdes` claim for a LiveEngage client: the consumer's stored attributes.
-fn lp_sdes<'a>(client: &Client, consumer: &'a Consumer) -> Option<&'a Value> {
-    liveengage::profile(client)
-        .and(consumer.lp_attributes.as_ref())
-        .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+fn lp_sdes<'a>(le: Option<&liveengage::Profile>, consumer: &'a Consumer) -> Option<&'a Value> {
+    le.and(consumer.lp_attributes.as_ref()).filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
 }
 
 /// Signs, then (if the client's LiveEngage profile says so for this flow) encrypts.
-fn finish_id_token(client: &Client, jws: String, flow: Flow) -> Result<String, OAuthError> {
-    liveengage::maybe_encrypt(client, jws, flow).map_err(|e| {
+fn finish_id_token(
+    client: &Client,
+    le: Option<&liveengage::Profile>,
+    jws: String,
+    flow: Flow,
+) -> Result<String, OAuthError> {
+    liveengage::maybe_encrypt(le, jws, flow).map_err(|e| {
         tracing::error!(client_id = %client.client_id, error = %e, "id_token encryption failed");
         OAuthError::server_error()
     })
@@ -75,7 +78,9 @@ pub async fn authorization_response(
     auth_time: i64,
 ) -> Result<Vec<(&'static str, String)>, OAuthError> {
     let now = st.now();
-    let scope = if liveengage::profile(client).is_some() {
+    // The client's LiveEngage profile, parsed once for this request.
+    let le = liveengage::profile(client);
+    let scope = if le.is_some() {
         // LiveEngage asks for `openid` only but shows agents the standard claims: its
         // clients always get the scopes that carry them.
         let mut requested = req.scopes.clone();
@@ -130,10 +135,10 @@ pub async fn authorization_response(
                     access_token: access_token.as_deref(),
                     scope: &scope,
                     claims_param: req.claims.as_ref(),
-                    lp_sdes: lp_sdes(client, consumer),
+                    lp_sdes: lp_sdes(le.as_ref(), consumer),
                 },
             )?;
-            let id_token = finish_id_token(client, id_token, Flow::Implicit)?;
+            let id_token = finish_id_token(client, le.as_ref(), id_token, Flow::Implicit)?;
             if req.response_type == ResponseType::LegacyToken {
                 return Ok(vec![("token", id_token)]);
             }
@@ -196,7 +201,8 @@ pub async fn exchange_code(
     if row.client_id != client.client_id {
         return Err(OAuthError::invalid_grant("the code was not issued to this client"));
     }
-    if !redirect_uri_binds(client, redirect_uri, &row.redirect_uri) {
+    let le = liveengage::profile(client);
+    if !redirect_uri_binds(client, le.is_some(), redirect_uri, &row.redirect_uri) {
         return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
     }
     if client.is_public() && row.code_challenge.is_none() {
@@ -225,10 +231,10 @@ pub async fn exchange_code(
             access_token: Some(&access_token),
             scope: &row.scope,
             claims_param: claims_param.as_ref(),
-            lp_sdes: lp_sdes(client, &consumer),
+            lp_sdes: lp_sdes(le.as_ref(), &consumer),
         },
     )?;
-    let id_token = finish_id_token(client, id_token, Flow::Code)?;
+    let id_token = finish_id_token(client, le.as_ref(), id_token, Flow::Code)?;
     st.metrics.redemption(crate::metrics::Redemption::Ok);
     Ok(TokenResponse {
         access_token,
@@ -243,10 +249,10 @@ pub async fn exchange_code(
 /// LiveEngage's legacy connectors send a different registered URI (`https://liveperson.net`)
 /// than the window URL they authorized with, so for a LiveEngage client any URI registered
 /// for that client is accepted too; every other client needs the exact one.
-fn redirect_uri_binds(client: &Client, given: Option<&str>, bound: &str) -> bool {
+fn redirect_uri_binds(client: &Client, liveengage: bool, given: Option<&str>, bound: &str) -> bool {
     match given {
         Some(g) if g == bound => true,
-        Some(g) => liveengage::profile(client).is_some() && client.redirect_uris.iter().any(|r| r == g),
+        Some(g) => liveengage && client.redirect_uris.iter().any(|r| r == g),
         None => false,
     }
 }
@@ -271,6 +277,7 @@ pub async fn embedded(
     redirect_uri: Option<&str>,
 ) -> Result<Embedded, OAuthError> {
     let now = st.now();
+    let le = liveengage::profile(client);
     match flow {
         Flow::Implicit => {
             let jws = sign_id_token(
@@ -286,11 +293,11 @@ pub async fn embedded(
                     access_token: None,
                     scope: liveengage::SCOPE,
                     claims_param: None,
-                    lp_sdes: lp_sdes(client, consumer),
+                    lp_sdes: lp_sdes(le.as_ref(), consumer),
                 },
             )?;
             Ok(Embedded::IdToken {
-                id_token: finish_id_token(client, jws, Flow::Implicit)?,
+                id_token: finish_id_token(client, le.as_ref(), jws, Flow::Implicit)?,
                 expires_in: st.settings.id_token_ttl_secs,
             })
         }

@@ -286,20 +286,6 @@ impl Store {
         Ok(applied_now)
     }
 
-    /// The latest migration this binary knows, and whether the database has it.
-    pub async fn schema_is_current(&self) -> Result<bool> {
-        let latest = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
-        let r: std::result::Result<Option<(i64,)>, sqlx::Error> = on_pool!(self, |p| {
-            sqlx::query_as("SELECT MAX(version) FROM brand_idp_migrations").fetch_optional(p).await
-        });
-        match r {
-            Ok(Some((v,))) => Ok(v >= latest),
-            Ok(None) => Ok(false),
-            Err(sqlx::Error::Database(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Runs `f` if no other instance is running maintenance right now (PostgreSQL: an
     /// advisory lock held by a transaction on one connection for the duration; `f` uses
     /// other connections, which is why the pool has at least two). SQLite has one host, so it always runs. Returns

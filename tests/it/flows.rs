@@ -65,11 +65,10 @@ fn code_request<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     v
 }
 
-async fn rp_client(app: &TestApp, id: &str, secret: Option<&str>) -> (CoreProviderMetadata, String) {
+async fn rp_client(app: &TestApp) -> (CoreProviderMetadata, String) {
     let meta = CoreProviderMetadata::discover_async(IssuerUrl::new(app.issuer().to_string()).unwrap(), &rp_http)
         .await
         .expect("discovery");
-    let _ = (id, secret);
     (meta, app.issuer().to_string())
 }
 
@@ -93,7 +92,7 @@ both_backends!(
 
 async fn oidcc_server_code_flow_verified_by_the_openidconnect_crate(b: Backend) {
     let (app, secret, alice) = setup(b).await;
-    let (meta, _) = rp_client(&app, "rp", Some(&secret)).await;
+    let (meta, _) = rp_client(&app).await;
     let client =
         CoreClient::from_provider_metadata(meta, ClientId::new("rp".into()), Some(ClientSecret::new(secret.clone())))
             .set_redirect_uri(RedirectUrl::new(CB.into()).unwrap());
@@ -149,7 +148,7 @@ async fn oidcc_server_code_flow_verified_by_the_openidconnect_crate(b: Backend) 
 
 async fn oidcc_implicit_flows_verified_by_the_openidconnect_crate(b: Backend) {
     let (app, secret, alice) = setup(b).await;
-    let (meta, _) = rp_client(&app, "rp", Some(&secret)).await;
+    let (meta, _) = rp_client(&app).await;
     let client = CoreClient::from_provider_metadata(meta, ClientId::new("rp".into()), Some(ClientSecret::new(secret)))
         .set_redirect_uri(RedirectUrl::new(CB.into()).unwrap());
     for with_token in [false, true] {
