@@ -11,7 +11,11 @@
 # request got an answer it should not have, or if anything on the way failed.
 #
 # Environment (optional): BENCH_PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres,
-# a role that may create and drop databases), BENCH_CONNECTIONS (32), BENCH_WRK_THREADS (1).
+# a role that may create and drop databases), BENCH_CONNECTIONS (32), BENCH_WRK_THREADS (1),
+# BENCH_PROFILE (a comma-separated list of scenario names, e.g. token,authorize: the server is
+# sampled with `perf record -g` during those scenarios; the reports go next to the results),
+# BENCH_SERVER_ENV (space-separated NAME=VALUE settings for the server and the CLI, to compare
+# settings, e.g. "BRAND_IDP_DB_MAX_CONNECTIONS=4").
 set -euo pipefail
 
 usage() {
@@ -44,6 +48,7 @@ esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 COMMAND="bench/run.sh --backend $BACKENDS --repeat $REPEAT --duration $DURATION"
+[ -z "${BENCH_SERVER_ENV:-}" ] || COMMAND="BENCH_SERVER_ENV=\"$BENCH_SERVER_ENV\" $COMMAND"
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
 PG_ADMIN_URL=${BENCH_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -208,10 +213,27 @@ run_wrk() {
   local name=$1 script=$2 url=$3 secs=$4 cpu_before
   shift 4
   cpu_before=$(cpu_sample)
+  local perf_pid=""
+  if [[ ",${BENCH_PROFILE:-}," == *",$name,"* ]]; then
+    command -v perf >/dev/null || die "BENCH_PROFILE needs perf (Debian package linux-perf)"
+    perf record -e cpu-clock -F 1999 -g -p "$SERVER_PID" -o "$RUN_DIR/$name.perf" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   env BENCH_WRK_DIR="$WRK_DIR" BENCH_CODES_DIR="$RUN_DIR/codes" "${WRK_ENV[@]}" \
     taskset -c "$LOAD_CORE" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${secs}s" --timeout 10s --latency \
     -s "$WRK_DIR/$script" "$@" "$url" >"$RUN_DIR/$name.txt" 2>&1 ||
     die "wrk failed in the $name scenario: $(tail -n 5 "$RUN_DIR/$name.txt")"
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    perf report -i "$RUN_DIR/$name.perf" --no-children --percent-limit 0.1 --stdio -g none 2>/dev/null \
+      >"$RESULTS_DIR/$STAMP-$BACKEND-$REP-$name.perf.txt" || log "perf report failed for $name"
+    perf report -i "$RUN_DIR/$name.perf" --children --percent-limit 2 --stdio -g none 2>/dev/null \
+      >"$RESULTS_DIR/$STAMP-$BACKEND-$REP-$name.perf-children.txt" || true
+    perf report -i "$RUN_DIR/$name.perf" --no-children --sort comm,dso --stdio -g none 2>/dev/null \
+      >"$RESULTS_DIR/$STAMP-$BACKEND-$REP-$name.perf-threads.txt" || true
+    log "  $name: profile in bench/results/$STAMP-$BACKEND-$REP-$name.perf.txt"
+  fi
   grep '^BENCH_RESULT ' "$RUN_DIR/$name.txt" | sed 's/^BENCH_RESULT //' >"$RUN_DIR/$name.json" ||
     die "wrk printed no result in the $name scenario: $(tail -n 5 "$RUN_DIR/$name.txt")"
   # How busy the server and each core were, and the server's memory right after the scenario.
@@ -259,6 +281,11 @@ run_once() {
     BRAND_IDP_LOG_LEVEL=warn
     BRAND_IDP_CODE_TTL_SECS=600
   )
+  if [ -n "${BENCH_SERVER_ENV:-}" ]; then
+    local extra
+    read -r -a extra <<<"$BENCH_SERVER_ENV"
+    RUN_ENV+=("${extra[@]}")
+  fi
   if [ "$BACKEND" = postgres ]; then
     create_pg_db
     local key
@@ -342,7 +369,11 @@ run_once() {
     have=$(cat "$RUN_DIR"/codes/*.txt | wc -l)
   done
   # Deal the codes out to the token threads, each code to one thread.
-  cat "$RUN_DIR"/codes/authorize-*.txt "$RUN_DIR"/codes/mint*-*.txt 2>/dev/null |
+  local code_files
+  shopt -s nullglob
+  code_files=("$RUN_DIR"/codes/authorize-*.txt "$RUN_DIR"/codes/mint*-*.txt)
+  shopt -u nullglob
+  cat "${code_files[@]}" |
     awk -v n="$WRK_THREADS" -v dir="$RUN_DIR/codes" '{ print > (dir "/token-" (NR % n) + 1 ".txt") }'
   local basic
   basic=$(printf '%s' "bench:$secret" | base64 -w0)

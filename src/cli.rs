@@ -337,7 +337,16 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     let json_out = cli.json;
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // On one core (a container with one CPU, or `taskset`), a single-threaded scheduler does the
+    // same work without the multi-threaded one's cross-thread bookkeeping. Blocking work
+    // (password hashing, SQLite) still runs on its own threads either way.
+    let one_core = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

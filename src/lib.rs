@@ -34,9 +34,20 @@ use crate::crypto::SecretKeys;
 use crate::keys::KeyRing;
 use crate::store::Store;
 
-/// Everything a request handler may need; cheap to clone.
+/// Everything a request handler may need; one pointer, so cloning it per request (every
+/// layer and handler with state does) costs a reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub keys: Arc<KeyRing>,
@@ -45,13 +56,13 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub discovery: bytes::Bytes,
     pub metrics: Arc<metrics::Metrics>,
-    clients: Arc<std::sync::Mutex<ClientCache>>,
+    clients: std::sync::Mutex<ClientCache>,
 }
 
 /// Client id -> (when it was read, the registration).
 type ClientCache = std::collections::HashMap<String, (i64, Arc<store::Client>)>;
 
-impl AppState {
+impl Shared {
     pub fn now(&self) -> i64 {
         self.clock.now()
     }
@@ -208,7 +219,7 @@ impl App {
         let ring = Arc::new(KeyRing::new(secrets.clone()));
         ring.refresh(&store, now).await.map_err(|e| anyhow::anyhow!("cannot load signing keys: {e}"))?;
         let discovery = bytes::Bytes::from(oidc::discovery::metadata(&settings).to_string());
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             hasher: Hasher::new(&settings),
             settings: Arc::new(settings),
             store,
@@ -217,8 +228,8 @@ impl App {
             clock,
             discovery,
             metrics: Arc::new(metrics::Metrics::default()),
-            clients: Arc::default(),
-        };
+            clients: Default::default(),
+        }));
         let tasks = vec![tokio::spawn(key_maintenance(state.clone())), tokio::spawn(cleanup(state.clone()))];
         let router = http::router(state.clone());
         Ok(App { state, router, tasks })

@@ -60,6 +60,7 @@ pub enum HashError {
 pub struct Hasher {
     params: Params,
     permits: Arc<Semaphore>,
+    max_running: usize,
     /// A hash of a random password, verified for unknown usernames so they cost the same.
     dummy: Arc<std::sync::OnceLock<String>>,
     /// Working memory for hashes at the current parameters, at most one per permit, made on
@@ -129,6 +130,7 @@ impl Hasher {
         Hasher {
             params,
             permits: Arc::new(Semaphore::new(s.max_concurrent_hashes)),
+            max_running: s.max_concurrent_hashes,
             dummy: Arc::default(),
             memory: Arc::default(),
         }
@@ -157,12 +159,21 @@ impl Hasher {
     /// Hashes with the current parameters.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         check(password)?;
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Internal)?;
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| HashError::Internal)?;
         let me = self.clone();
         let pw = password.expose().as_bytes().to_vec();
-        tokio::task::spawn_blocking(move || me.with_memory(|m| hash_into(&me.params, &pw, m)))
-            .await
-            .map_err(|_| HashError::Internal)?
+        tokio::task::spawn_blocking(move || {
+            // The permit goes with the hash: a client that hangs up does not free it early.
+            let _permit = permit;
+            me.with_memory(|m| hash_into(&me.params, &pw, m))
+        })
+        .await
+        .map_err(|_| HashError::Internal)?
+    }
+
+    /// Hashes running now (or holding a permit to run).
+    pub fn running(&self) -> usize {
+        self.max_running - self.permits.available_permits()
     }
 
     /// Verifies against a stored hash, or against the dummy hash when there is none (unknown
@@ -171,7 +182,10 @@ impl Hasher {
         if check(password).is_err() {
             return Verified::Invalid;
         }
-        let _permit = match self.permits.acquire().await {
+        // Owned, and moved into the blocking task: if the request is dropped (the client hung
+        // up), the hash still runs to its end, and so the permit is held to its end; otherwise
+        // clients that disconnect could run any number of hashes at once.
+        let permit = match self.permits.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => return Verified::Invalid,
         };
@@ -180,6 +194,7 @@ impl Hasher {
         let params = self.params.clone();
         let pw = password.expose().as_bytes().to_vec();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let hash = target.as_deref().unwrap_or_else(|| me.dummy());
             let ok = me.with_memory(|m| verify_into(&params, &pw, hash, m)).unwrap_or_else(|| verify_sync(&pw, hash));
             if !ok || target.is_none() {
@@ -330,6 +345,32 @@ mod tests {
         let mut s = Settings::default();
         s.argon2_memory_kib = m;
         Hasher::new(&s)
+    }
+
+    /// A login whose client hangs up mid-hash keeps its permit until the hash ends, so
+    /// disconnecting clients cannot run more hashes at once than there are permits.
+    #[tokio::test]
+    async fn a_dropped_login_keeps_its_permit_until_the_hash_ends() {
+        let mut s = Settings::default();
+        s.argon2_memory_kib = 16384;
+        s.argon2_iterations = 4;
+        s.max_concurrent_hashes = 1;
+        let h = Hasher::new(&s);
+        let stored = h.hash(&Password::new("right")).await.unwrap();
+        assert_eq!(h.running(), 0);
+        let (h2, stored2) = (h.clone(), stored.clone());
+        let login = tokio::spawn(async move { h2.verify(&Password::new("wrong"), Some(&stored2)).await });
+        while h.running() == 0 {
+            tokio::task::yield_now().await;
+        }
+        login.abort();
+        let _ = login.await;
+        assert_eq!(h.running(), 1, "the hash still runs, so its permit is still taken");
+        let started = std::time::Instant::now();
+        while h.running() == 1 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "the permit never came back");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use crate::oidc::authorize::{AuthorizeRequest, ResponseType};
 use crate::oidc::claims::{self, granted_scopes, IdTokenInput};
 use crate::oidc::error::{from_store, ErrorCode, OAuthError};
 use crate::oidc::token::verify_pkce;
-use crate::store::{AccessTokenRow, AuthCodeRow, Client, Consumer, Redeemed, StoreError};
+use crate::store::{AuthCodeRow, Client, Consumer, NewAccessToken, Redeemed, StoreError};
 use crate::AppState;
 
 /// The `lp_sdes` claim for a LiveEngage client: the consumer's stored attributes.
@@ -41,9 +41,9 @@ pub fn sign_id_token(st: &AppState, input: &IdTokenInput<'_>) -> Result<String, 
     Ok(signer.sign_jwt(&claims::id_token_claims(input)))
 }
 
+/// An access token without a code (the implicit flow's `id_token token`).
 async fn mint_access_token(
     st: &AppState,
-    grant_id: &str,
     client_id: &str,
     consumer_id: &str,
     scope: &str,
@@ -51,21 +51,64 @@ async fn mint_access_token(
     now: i64,
 ) -> Result<String, OAuthError> {
     let token = random_token::<32>();
+    let claims = claims.map(Value::to_string);
+    let expires_at = now + st.settings.access_token_ttl_secs;
     st.store
-        .insert_access_token(&AccessTokenRow {
-            token_hash: token_hash(&token),
-            grant_id: grant_id.to_string(),
-            client_id: client_id.to_string(),
-            consumer_id: consumer_id.to_string(),
-            scope: scope.to_string(),
-            claims: claims.map(|c| c.to_string()),
-            created_at: now,
-            expires_at: now + st.settings.access_token_ttl_secs,
+        .insert_access_token(&NewAccessToken {
+            token_hash: &token_hash(&token),
+            client_id,
+            consumer_id,
+            scope,
+            claims: claims.as_deref(),
+            now,
+            expires_at,
         })
         .await
         .map_err(from_store)?;
     st.metrics.access_token_issued();
     Ok(token)
+}
+
+/// What an authorization request binds a code to.
+struct CodeBinding {
+    client_id: String,
+    redirect_uri: String,
+    scope: String,
+    nonce: Option<String>,
+    auth_time: i64,
+    code_challenge: Option<String>,
+    /// The request's `claims` parameter, JSON.
+    claims: Option<String>,
+}
+
+/// Mints and stores a code for the consumer. The consumer's claims are kept with it, as the
+/// id_token will show them: the token endpoint then needs no second read (redemption itself
+/// checks the account is still enabled).
+async fn issue_code(st: &AppState, consumer: &Consumer, now: i64, b: CodeBinding) -> Result<String, OAuthError> {
+    let subject = serde_json::to_string(consumer).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialise the consumer's claims");
+        OAuthError::server_error()
+    })?;
+    let code = random_token::<32>();
+    st.store
+        .insert_code(&AuthCodeRow {
+            code_hash: token_hash(&code),
+            client_id: b.client_id,
+            consumer_id: consumer.id.clone(),
+            redirect_uri: b.redirect_uri,
+            scope: b.scope,
+            nonce: b.nonce,
+            auth_time: b.auth_time,
+            code_challenge: b.code_challenge,
+            claims: b.claims,
+            subject,
+            created_at: now,
+            expires_at: now + st.settings.code_ttl_secs,
+        })
+        .await
+        .map_err(from_store)?;
+    st.metrics.code_issued();
+    Ok(code)
 }
 
 /// The parameters of a successful authorization response (OIDC Core §3.1.2.5, §3.2.2.5),
@@ -89,36 +132,28 @@ pub async fn authorization_response(
     } else {
         granted_scopes(&req.scopes).join(" ")
     };
-    let grant_id = random_token::<16>();
     match req.response_type {
         ResponseType::Code => {
-            let code = random_token::<32>();
-            st.store
-                .insert_code(&AuthCodeRow {
-                    code_hash: token_hash(&code),
-                    grant_id,
+            let code = issue_code(
+                st,
+                consumer,
+                now,
+                CodeBinding {
                     client_id: req.client_id.clone(),
-                    consumer_id: consumer.id.clone(),
                     redirect_uri: req.redirect_uri.clone(),
                     scope,
                     nonce: req.nonce.clone(),
                     auth_time,
                     code_challenge: req.code_challenge.clone(),
                     claims: req.claims.as_ref().map(Value::to_string),
-                    created_at: now,
-                    expires_at: now + st.settings.code_ttl_secs,
-                })
-                .await
-                .map_err(from_store)?;
-            st.metrics.code_issued();
+                },
+            )
+            .await?;
             Ok(vec![("code", code)])
         }
         ResponseType::IdToken | ResponseType::IdTokenToken | ResponseType::LegacyToken => {
             let access_token = if req.response_type == ResponseType::IdTokenToken {
-                Some(
-                    mint_access_token(st, &grant_id, &req.client_id, &consumer.id, &scope, req.claims.as_ref(), now)
-                        .await?,
-                )
+                Some(mint_access_token(st, &req.client_id, &consumer.id, &scope, req.claims.as_ref(), now).await?)
             } else {
                 None
             };
@@ -186,11 +221,15 @@ pub async fn exchange_code(
         return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
     }
     let now = st.now();
-    let row = match st.store.redeem_code(&token_hash(code), now).await.map_err(from_store)? {
+    // The access token is chosen first, so redeeming the code records it in the same statement.
+    let access_token = random_token::<32>();
+    let token_expires_at = now + st.settings.access_token_ttl_secs;
+    let redeemed = st.store.redeem_code(&token_hash(code), &token_hash(&access_token), token_expires_at, now).await;
+    let row = match redeemed.map_err(from_store)? {
         Redeemed::Fresh(row) => row,
         Redeemed::Replayed { client_id } => {
             st.metrics.redemption(crate::metrics::Redemption::Replayed);
-            tracing::warn!(client_id = %client_id, "authorization code replayed; the grant's tokens are revoked");
+            tracing::warn!(client_id = %client_id, "authorization code replayed; the grant's token is revoked");
             return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
         }
         Redeemed::Invalid => {
@@ -209,15 +248,11 @@ pub async fn exchange_code(
         return Err(OAuthError::invalid_grant("public clients must use PKCE"));
     }
     verify_pkce(row.code_challenge.as_deref(), code_verifier, max_verifier_len(client))?;
-    let consumer = match st.store.consumer_by_id(&row.consumer_id).await {
-        Ok(c) if !c.disabled => c,
-        Ok(_) | Err(StoreError::NotFound) => return Err(OAuthError::invalid_grant("the account is no longer active")),
-        Err(e) => return Err(from_store(e)),
-    };
+    let consumer: Consumer = serde_json::from_str(&row.subject).map_err(|e| {
+        tracing::error!(error = %e, "a stored code's consumer claims cannot be read");
+        OAuthError::server_error()
+    })?;
     let claims_param: Option<Value> = row.claims.as_deref().and_then(|c| serde_json::from_str(c).ok());
-    let access_token =
-        mint_access_token(st, &row.grant_id, &client.client_id, &consumer.id, &row.scope, claims_param.as_ref(), now)
-            .await?;
     let id_token = sign_id_token(
         st,
         &IdTokenInput {
@@ -236,6 +271,7 @@ pub async fn exchange_code(
     )?;
     let id_token = finish_id_token(client, le.as_ref(), id_token, Flow::Code)?;
     st.metrics.redemption(crate::metrics::Redemption::Ok);
+    st.metrics.access_token_issued();
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -311,25 +347,21 @@ pub async fn embedded(
                     return Err(OAuthError::invalid_request("code_challenge is not a valid S256 challenge"));
                 }
             }
-            let code = random_token::<32>();
-            st.store
-                .insert_code(&AuthCodeRow {
-                    code_hash: token_hash(&code),
-                    grant_id: random_token::<16>(),
+            let code = issue_code(
+                st,
+                consumer,
+                now,
+                CodeBinding {
                     client_id: client.client_id.clone(),
-                    consumer_id: consumer.id.clone(),
                     redirect_uri: redirect_uri.to_string(),
                     scope: liveengage::SCOPE.to_string(),
                     nonce: None,
                     auth_time,
                     code_challenge: code_challenge.map(str::to_string),
                     claims: None,
-                    created_at: now,
-                    expires_at: now + st.settings.code_ttl_secs,
-                })
-                .await
-                .map_err(from_store)?;
-            st.metrics.code_issued();
+                },
+            )
+            .await?;
             Ok(Embedded::Code { code, redirect_uri: redirect_uri.to_string(), expires_in: st.settings.code_ttl_secs })
         }
     }

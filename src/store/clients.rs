@@ -178,8 +178,7 @@ impl Store {
     pub async fn delete_client(&self, client_id: &str) -> Result<()> {
         let n = on_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query("DELETE FROM auth_codes WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM access_tokens WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM grants WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
             let n = sqlx::query("DELETE FROM clients WHERE client_id = $1")
                 .bind(client_id)
                 .execute(&mut *tx)

@@ -1,11 +1,13 @@
-//! Authorization codes and access tokens, stored by hash, each carrying its grant id.
+//! Grants: an authorization code until it is redeemed, then the access token it was exchanged
+//! for. Codes and tokens are stored by hash. One row per grant, so that redeeming a code and
+//! recording its access token is one statement on the token endpoint's hot path.
 
-use super::{execute, on_pool, Result, Store};
+use super::{execute, on_pool, Result, Store, StoreError};
 
+/// A code as issued at the authorization endpoint.
 #[derive(Debug, Clone)]
 pub struct AuthCodeRow {
     pub code_hash: String,
-    pub grant_id: String,
     pub client_id: String,
     pub consumer_id: String,
     pub redirect_uri: String,
@@ -13,50 +15,78 @@ pub struct AuthCodeRow {
     pub nonce: Option<String>,
     pub auth_time: i64,
     pub code_challenge: Option<String>,
+    /// The request's `claims` parameter, JSON.
     pub claims: Option<String>,
+    /// The consumer's claims when the code was issued, JSON (what the id_token will carry).
+    pub subject: String,
     pub created_at: i64,
     pub expires_at: i64,
 }
 
+/// An access token issued without a code.
+#[derive(Debug, Clone)]
+pub struct NewAccessToken<'a> {
+    pub token_hash: &'a str,
+    pub client_id: &'a str,
+    pub consumer_id: &'a str,
+    pub scope: &'a str,
+    /// The request's `claims` parameter, JSON.
+    pub claims: Option<&'a str>,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+/// A live access token: what `/userinfo` needs.
 #[derive(Debug, Clone)]
 pub struct AccessTokenRow {
-    pub token_hash: String,
-    pub grant_id: String,
-    pub client_id: String,
     pub consumer_id: String,
     pub scope: String,
     pub claims: Option<String>,
-    pub created_at: i64,
     pub expires_at: i64,
 }
 
 /// What redeeming a code found.
 #[derive(Debug)]
 pub enum Redeemed {
-    /// The code was valid and is now used; this caller is the only one that will ever see it.
+    /// The code was valid and is now used, with the access token recorded; this caller is
+    /// the only one that will ever see it.
     Fresh(Box<AuthCodeRow>),
-    /// The code had been used already: its grant's tokens are now revoked.
+    /// The code had been used already: its grant's token is now revoked.
     Replayed { client_id: String },
-    /// Unknown or expired.
+    /// Unknown, expired, revoked, or its consumer is disabled or gone.
     Invalid,
 }
 
-type CodeRow =
-    (String, String, String, String, String, String, Option<String>, i64, Option<String>, Option<String>, i64, i64);
+type CodeRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
 
-const CODE_COLUMNS: &str = "code_hash, grant_id, client_id, consumer_id, redirect_uri, scope, nonce, auth_time, \
-                            code_challenge, claims, created_at, expires_at";
+/// What makes an unused code redeemable, besides its own expiry.
+const REDEEMABLE: &str =
+    "revoked_at IS NULL AND EXISTS (SELECT 1 FROM consumers c WHERE c.id = grants.consumer_id AND NOT c.disabled)";
+
+const CODE_COLUMNS: &str = "code_hash, client_id, consumer_id, redirect_uri, scope, nonce, auth_time, \
+                            code_challenge, claims, subject, created_at, expires_at";
 
 impl Store {
     pub async fn insert_code(&self, c: &AuthCodeRow) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        );
+        let sql =
+            format!("INSERT INTO grants ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)");
         execute!(
             self,
             sqlx::query(&sql)
                 .bind(&c.code_hash)
-                .bind(&c.grant_id)
                 .bind(&c.client_id)
                 .bind(&c.consumer_id)
                 .bind(&c.redirect_uri)
@@ -65,88 +95,104 @@ impl Store {
                 .bind(c.auth_time)
                 .bind(&c.code_challenge)
                 .bind(&c.claims)
+                .bind(&c.subject)
                 .bind(c.created_at)
                 .bind(c.expires_at)
         )?;
         Ok(())
     }
 
-    /// Marks the code used in one atomic statement; of any number of concurrent callers,
-    /// exactly one gets `Fresh`. A second use revokes every token of the code's grant.
-    pub async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<Redeemed> {
-        let sql = format!(
-            "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1 \
-             RETURNING {CODE_COLUMNS}"
-        );
-        let row: Option<CodeRow> = {
-            let _gate = self.write_gate().await;
-            on_pool!(self, |p| { sqlx::query_as(&sql).bind(now).bind(code_hash).fetch_optional(p).await })?
+    /// Marks the code used and records the access token it is exchanged for, in one atomic
+    /// statement; of any number of concurrent callers, exactly one gets `Fresh`. The code
+    /// must be unexpired, unrevoked, and its consumer must exist and be enabled. A second
+    /// use revokes the token of the code's grant.
+    pub async fn redeem_code(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        token_expires_at: i64,
+        now: i64,
+    ) -> Result<Redeemed> {
+        let row: Option<CodeRow> = match &self.redeemer {
+            Some(r) => r.redeem(code_hash, token_hash, token_expires_at, now).await?,
+            None => on_pool!(self, |p| {
+                sqlx::query_as(batch_sql(1))
+                    .bind(code_hash)
+                    .bind(token_hash)
+                    .bind(token_expires_at)
+                    .bind(now)
+                    .fetch_optional(p)
+                    .await
+            })?,
         };
         if let Some(r) = row {
             return Ok(Redeemed::Fresh(Box::new(AuthCodeRow {
                 code_hash: r.0,
-                grant_id: r.1,
-                client_id: r.2,
-                consumer_id: r.3,
-                redirect_uri: r.4,
-                scope: r.5,
-                nonce: r.6,
-                auth_time: r.7,
-                code_challenge: r.8,
-                claims: r.9,
+                client_id: r.1,
+                consumer_id: r.2,
+                redirect_uri: r.3,
+                scope: r.4,
+                nonce: r.5,
+                auth_time: r.6,
+                code_challenge: r.7,
+                claims: r.8,
+                subject: r.9.unwrap_or_default(),
                 created_at: r.10,
                 expires_at: r.11,
             })));
         }
-        let used: Option<(String, String)> = on_pool!(self, |p| {
-            sqlx::query_as("SELECT grant_id, client_id FROM auth_codes WHERE code_hash = $1 AND used_at IS NOT NULL")
+        // Not redeemable: was it used before? Then this is a replay, and the token issued
+        // from it is revoked (RFC 6749 §4.1.2; RFC 9700 §4.5).
+        let replayed: Option<(String,)> = {
+            let _gate = self.write_gate().await;
+            on_pool!(self, |p| {
+                sqlx::query_as(
+                    "UPDATE grants SET revoked_at = COALESCE(revoked_at, $1) \
+                     WHERE code_hash = $2 AND used_at IS NOT NULL RETURNING client_id",
+                )
+                .bind(now)
                 .bind(code_hash)
                 .fetch_optional(p)
                 .await
-        })?;
-        match used {
-            Some((grant_id, client_id)) => {
-                self.revoke_grant(&grant_id, now).await?;
-                Ok(Redeemed::Replayed { client_id })
-            }
-            None => Ok(Redeemed::Invalid),
-        }
+            })?
+        };
+        Ok(match replayed {
+            Some((client_id,)) => Redeemed::Replayed { client_id },
+            None => Redeemed::Invalid,
+        })
     }
 
-    /// Revokes every access token issued from a grant.
-    pub async fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<u64> {
-        let n = execute!(
+    /// An access token without a code (the implicit flow's `id_token token`): a grant that
+    /// was used when it was made.
+    pub async fn insert_access_token(&self, t: &NewAccessToken<'_>) -> Result<()> {
+        // The row's key is the hash of a value nobody holds, so no code redeems it.
+        let key = crate::crypto::token_hash(&crate::crypto::random_token::<32>());
+        execute!(
             self,
-            sqlx::query("UPDATE access_tokens SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(grant_id)
-        )?;
-        Ok(n)
-    }
-
-    pub async fn insert_access_token(&self, t: &AccessTokenRow) -> Result<()> {
-        execute!(self, sqlx::query(
-                "INSERT INTO access_tokens (token_hash, grant_id, client_id, consumer_id, scope, claims, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            sqlx::query(
+                "INSERT INTO grants (code_hash, client_id, consumer_id, redirect_uri, scope, auth_time, claims, \
+                 created_at, expires_at, used_at, token_hash, token_expires_at) \
+                 VALUES ($1, $2, $3, '', $4, $5, $6, $5, $5, $5, $7, $8)",
             )
-            .bind(&t.token_hash)
-            .bind(&t.grant_id)
-            .bind(&t.client_id)
-            .bind(&t.consumer_id)
-            .bind(&t.scope)
-            .bind(&t.claims)
-            .bind(t.created_at)
-            .bind(t.expires_at))?;
+            .bind(&key)
+            .bind(t.client_id)
+            .bind(t.consumer_id)
+            .bind(t.scope)
+            .bind(t.now)
+            .bind(t.claims)
+            .bind(t.token_hash)
+            .bind(t.expires_at)
+        )?;
         Ok(())
     }
 
     /// A live (unexpired, unrevoked) access token.
     pub async fn live_access_token(&self, token_hash: &str, now: i64) -> Result<Option<AccessTokenRow>> {
-        type Row = (String, String, String, String, String, Option<String>, i64, i64);
+        type Row = (String, String, Option<String>, Option<i64>);
         let row: Option<Row> = on_pool!(self, |p| {
             sqlx::query_as(
-                "SELECT token_hash, grant_id, client_id, consumer_id, scope, claims, created_at, expires_at \
-                 FROM access_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
+                "SELECT consumer_id, scope, claims, token_expires_at FROM grants \
+                 WHERE token_hash = $1 AND revoked_at IS NULL AND token_expires_at > $2",
             )
             .bind(token_hash)
             .bind(now)
@@ -154,34 +200,160 @@ impl Store {
             .await
         })?;
         Ok(row.map(|r| AccessTokenRow {
-            token_hash: r.0,
-            grant_id: r.1,
-            client_id: r.2,
-            consumer_id: r.3,
-            scope: r.4,
-            claims: r.5,
-            created_at: r.6,
-            expires_at: r.7,
+            consumer_id: r.0,
+            scope: r.1,
+            claims: r.2,
+            expires_at: r.3.unwrap_or_default(),
         }))
     }
 
     /// Deletes up to `batch` expired rows from each short-lived table; returns how many went.
-    /// Codes are kept `code_grace` seconds past their expiry (the access-token lifetime), so a
-    /// replay of a used code still revokes the grant's tokens while they could be in use.
+    /// Grants are kept `code_grace` seconds past their code's expiry (the access-token
+    /// lifetime), so the token stays usable for its lifetime and a replay of a used code still
+    /// revokes it while it could be in use.
     pub async fn delete_expired(&self, now: i64, code_grace: i64, batch: i64) -> Result<u64> {
         let mut total = 0;
-        for table in ["auth_codes", "access_tokens", "sessions"] {
-            let key = match table {
-                "auth_codes" => "code_hash",
-                "access_tokens" => "token_hash",
-                _ => "id_hash",
-            };
+        for (table, key, cutoff) in [("grants", "code_hash", now - code_grace), ("sessions", "id_hash", now)] {
             let sql = format!(
                 "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE expires_at <= $1 LIMIT $2)"
             );
-            let cutoff = if table == "auth_codes" { now - code_grace } else { now };
             total += execute!(self, sqlx::query(&sql).bind(cutoff).bind(batch))?;
         }
         Ok(total)
+    }
+}
+
+/// Most redemptions one statement applies.
+const MAX_BATCH: usize = 64;
+/// Before a statement runs, the batcher lets every other task that is ready run first (a
+/// yield): under load, those are requests on their way to redeeming a code, which then join
+/// this statement; on a quiet server nothing is ready and the statement runs at once.
+const YIELDS: usize = 4;
+
+/// SQLite group commit for the token endpoint: redemptions that arrive while one statement
+/// runs are applied together by the next, as one `UPDATE ... RETURNING` in one transaction.
+/// Each code still changes from unused to used exactly once (the statement's `WHERE`), and a
+/// batch holds each code at most once, so single use holds as it does one at a time; what a
+/// batch saves is the per-statement cost: a commit, a write to the log, a thread switch.
+#[derive(Debug, Clone)]
+pub(crate) struct Redeemer {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+}
+
+#[derive(Debug)]
+struct Job {
+    code_hash: String,
+    token_hash: String,
+    token_expires_at: i64,
+    now: i64,
+    reply: tokio::sync::oneshot::Sender<Result<Option<CodeRow>>>,
+}
+
+/// The statement for `n` redemptions (PostgreSQL always uses the one for 1). Job `i` binds `$4i+1` code hash, `$4i+2` token hash,
+/// `$4i+3` token expiry, `$4i+4` now.
+fn batch_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=MAX_BATCH)
+            .map(|n| {
+                let case = |k: usize| {
+                    let arms: String = (0..n).map(|i| format!(" WHEN ${} THEN ${}", 4 * i + 1, 4 * i + k)).collect();
+                    format!("CASE code_hash{arms} END")
+                };
+                let keys: Vec<String> = (0..n).map(|i| format!("${}", 4 * i + 1)).collect();
+                format!(
+                    "UPDATE grants SET used_at = {}, token_hash = {}, token_expires_at = {} \
+                     WHERE code_hash IN ({}) AND used_at IS NULL AND expires_at > {} AND {REDEEMABLE} \
+                     RETURNING {CODE_COLUMNS}",
+                    case(4),
+                    case(2),
+                    case(3),
+                    keys.join(", "),
+                    case(4)
+                )
+            })
+            .collect()
+    });
+    &all[n - 1]
+}
+
+impl Redeemer {
+    pub(crate) fn spawn(pool: sqlx::SqlitePool, gate: std::sync::Arc<tokio::sync::Mutex<()>>) -> Redeemer {
+        let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            let mut carried: Vec<Job> = Vec::new();
+            loop {
+                let mut waiting = std::mem::take(&mut carried);
+                if waiting.is_empty() {
+                    match queue.recv().await {
+                        Some(j) => waiting.push(j),
+                        None => return,
+                    }
+                }
+                for _ in 0..YIELDS {
+                    tokio::task::yield_now().await;
+                }
+                while waiting.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(j) => waiting.push(j),
+                        Err(_) => break,
+                    }
+                }
+                // The same code twice: the second waits for the next statement, which finds
+                // it used (a replay).
+                let mut seen = std::collections::HashSet::new();
+                let (batch, later): (Vec<Job>, Vec<Job>) =
+                    waiting.into_iter().partition(|j| seen.insert(j.code_hash.clone()));
+                carried = later;
+                let result = {
+                    let _gate = gate.lock().await;
+                    let mut q = sqlx::query_as::<_, CodeRow>(batch_sql(batch.len()));
+                    for j in &batch {
+                        q = q.bind(&j.code_hash).bind(&j.token_hash).bind(j.token_expires_at).bind(j.now);
+                    }
+                    q.fetch_all(&pool).await.map_err(StoreError::from)
+                };
+                match result {
+                    Ok(mut rows) => {
+                        for j in batch {
+                            let row = rows.iter().position(|r| r.0 == j.code_hash).map(|i| rows.swap_remove(i));
+                            let _ = j.reply.send(Ok(row));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, redemptions = batch.len(), "redeeming codes failed");
+                        // Every job gets an error of the same kind (unavailable or not).
+                        let unavailable = matches!(e, StoreError::Unavailable(_));
+                        let mut first = Some(e);
+                        for j in batch {
+                            let e = first.take().unwrap_or_else(|| {
+                                let what = sqlx::Error::Protocol("a batch of code redemptions failed".into());
+                                if unavailable {
+                                    StoreError::Unavailable(what)
+                                } else {
+                                    StoreError::Other(what)
+                                }
+                            });
+                            let _ = j.reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+        });
+        Redeemer { jobs }
+    }
+
+    async fn redeem(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        token_expires_at: i64,
+        now: i64,
+    ) -> Result<Option<CodeRow>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job { code_hash: code_hash.into(), token_hash: token_hash.into(), token_expires_at, now, reply };
+        let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
+        self.jobs.send(job).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }

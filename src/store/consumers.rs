@@ -47,7 +47,7 @@ pub struct Profile {
     pub address: Option<serde_json::Value>,
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Consumer {
     /// The subject identifier (`sub`): opaque and stable.
     pub id: String,
@@ -220,13 +220,11 @@ impl Store {
                     .await?;
                 if let (Some((id,)), true) = (&row, r.disabled) {
                     // A consumer disabled by import loses their tokens, as with `consumer disable`.
-                    sqlx::query(
-                        "UPDATE access_tokens SET revoked_at = $1 WHERE consumer_id = $2 AND revoked_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query("UPDATE grants SET revoked_at = $1 WHERE consumer_id = $2 AND revoked_at IS NULL")
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 applied.push(row.is_some());
             }
@@ -235,13 +233,14 @@ impl Store {
         })
     }
 
-    /// Disabling also revokes the consumer's access tokens (sessions check the flag).
+    /// Disabling also revokes the consumer's codes and access tokens (sessions and code
+    /// redemption check the flag as well).
     pub async fn set_consumer_disabled(&self, username: &str, disabled: bool, now: i64) -> Result<()> {
         if disabled {
             execute!(
                 self,
                 sqlx::query(
-                    "UPDATE access_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND consumer_id IN \
+                    "UPDATE grants SET revoked_at = $1 WHERE revoked_at IS NULL AND consumer_id IN \
                      (SELECT id FROM consumers WHERE username_key = $2)"
                 )
                 .bind(now)
@@ -293,8 +292,7 @@ impl Store {
             let Some((id,)) = id else {
                 return Err(StoreError::NotFound);
             };
-            sqlx::query("DELETE FROM auth_codes WHERE consumer_id = $1").bind(&id).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM access_tokens WHERE consumer_id = $1").bind(&id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM grants WHERE consumer_id = $1").bind(&id).execute(&mut *tx).await?;
             let n =
                 sqlx::query("DELETE FROM consumers WHERE id = $1").bind(&id).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;

@@ -14,7 +14,7 @@ mod sessions;
 mod throttle;
 
 pub use clients::{AuthMethod, Client, NewClient};
-pub use codes::{AccessTokenRow, AuthCodeRow, Redeemed};
+pub use codes::{AccessTokenRow, AuthCodeRow, NewAccessToken, Redeemed};
 pub use consumers::{username_key, Consumer, NewConsumer, Profile};
 pub use keys::{KeyState, StoredKey};
 pub use throttle::Counter;
@@ -112,6 +112,8 @@ pub struct Store {
     /// SQLite has one writer at a time. Letting this process's writes queue here (fairly,
     /// without sleeping) beats SQLite's busy handler, which backs off in milliseconds.
     write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite: code redemptions waiting at the same moment are applied in one statement.
+    redeemer: Option<codes::Redeemer>,
 }
 
 struct Migration {
@@ -135,10 +137,24 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0002_login_throttle.sql"),
         sqlite: include_str!("../../migrations/sqlite/0002_login_throttle.sql"),
     },
+    Migration {
+        version: 3,
+        name: "grants",
+        postgres: include_str!("../../migrations/postgres/0003_grants.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0003_grants.sql"),
+    },
 ];
 
 /// An arbitrary, fixed advisory-lock key: "bidp" in ASCII.
 const MIGRATION_LOCK_KEY: i64 = 0x6269_6470;
+
+/// SQLite connections of one process: each is a thread with its own page cache, emptied
+/// whenever another connection writes, and writes go one at a time anyway. More readers than
+/// twice the cores only add thread switches and cold caches.
+fn sqlite_connections(configured: u32) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    configured.clamp(1, (2 * cores).max(2))
+}
 
 impl Store {
     /// Opens the database the settings name (creating the embedded SQLite file if needed).
@@ -162,12 +178,16 @@ impl Store {
                     Ok(Err(e)) => return Err(StoreError::Unavailable(e)),
                     Err(_) => return Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
                 }
+                // No ping before every checkout: it is a round trip to the server per query.
+                // A connection that died is found by the query that uses it (an error, 503),
+                // and the pool's own check when the connection is returned drops it.
                 let pool = PgPoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(settings.db_max_connections.max(2))
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await?;
-                Ok(Store { db: Db::Postgres(pool), write_gate: None })
+                Ok(Store { db: Db::Postgres(pool), write_gate: None, redeemer: None })
             }
             Some(url) => {
                 let opts = SqliteConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
@@ -190,11 +210,15 @@ impl Store {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(settings.db_max_connections)
+            // A file does not hang up; the ping would be a thread round trip per query.
+            .test_before_acquire(false)
+            .max_connections(sqlite_connections(settings.db_max_connections))
             .acquire_timeout(acquire)
             .connect_with(opts)
             .await?;
-        Ok(Store { db: Db::Sqlite(pool), write_gate: Some(Default::default()) })
+        let write_gate: std::sync::Arc<tokio::sync::Mutex<()>> = Default::default();
+        let redeemer = codes::Redeemer::spawn(pool.clone(), write_gate.clone());
+        Ok(Store { db: Db::Sqlite(pool), write_gate: Some(write_gate), redeemer: Some(redeemer) })
     }
 
     /// Holds this process's SQLite writes to one at a time (no-op on PostgreSQL).
@@ -403,4 +427,15 @@ pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sqlite_pool_is_capped_at_twice_the_cores() {
+        let cap = (2 * std::thread::available_parallelism().map_or(1, |n| n.get()) as u32).max(2);
+        assert_eq!(super::sqlite_connections(1000), cap);
+        assert_eq!(super::sqlite_connections(1), 1);
+        assert_eq!(super::sqlite_connections(0), 1);
+    }
 }

@@ -47,8 +47,7 @@ impl Store {
 
     pub async fn count_rows(&self, table: &str) -> Result<i64> {
         let table = match table {
-            "sessions" | "auth_codes" | "access_tokens" | "consumers" | "clients" | "signing_keys"
-            | "login_throttle" => table,
+            "sessions" | "grants" | "consumers" | "clients" | "signing_keys" | "login_throttle" => table,
             _ => return Ok(0),
         };
         let sql = format!("SELECT COUNT(*) FROM {table}");

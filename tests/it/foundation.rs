@@ -16,6 +16,7 @@ both_backends!(
     health_and_readiness,
     storage_consumers_are_unique_case_insensitively,
     storage_code_is_redeemed_exactly_once_under_concurrency,
+    upgrade_keeps_live_access_tokens,
     key_rotation_keeps_the_previous_key_published,
     cli_every_command_with_json,
     cli_refuses_bad_input_with_one_sentence,
@@ -128,43 +129,180 @@ async fn storage_code_is_redeemed_exactly_once_under_concurrency(b: Backend) {
     let app = spawn_app(b).await;
     let store = app.app.state.store.clone();
     let now = app.app.state.now();
+    let consumer = NewConsumer {
+        id: brand_idp::consumers::new_subject(),
+        username: "redeemer".into(),
+        password_hash: None,
+        profile: Profile::default(),
+        lp_attributes: None,
+    };
+    let consumer = store.create_consumer(&consumer, now).await.unwrap();
     let row = AuthCodeRow {
         code_hash: "h1".into(),
-        grant_id: "g1".into(),
         client_id: "c".into(),
-        consumer_id: "s".into(),
+        consumer_id: consumer.id.clone(),
         redirect_uri: "https://a.example/cb".into(),
         scope: "openid".into(),
-        nonce: None,
+        nonce: Some("n-1".into()),
         auth_time: now,
         code_challenge: None,
         claims: None,
+        subject: "{}".into(),
         created_at: now,
         expires_at: now + 60,
     };
     store.insert_code(&row).await.unwrap();
     let mut tasks = Vec::new();
-    for _ in 0..8 {
+    for i in 0..8 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.redeem_code("h1", now).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            let token = format!("t{i}");
+            (token.clone(), s.redeem_code("h1", &token, now + 3600, now).await.unwrap())
+        }));
     }
-    let mut fresh = 0;
+    let (mut winners, mut replays) = (Vec::new(), 0);
     for t in tasks {
-        if let Redeemed::Fresh(r) = t.await.unwrap() {
-            assert_eq!(r.grant_id, "g1");
-            fresh += 1;
+        match t.await.unwrap() {
+            (token, Redeemed::Fresh(r)) => {
+                assert_eq!(r.nonce.as_deref(), Some("n-1"));
+                assert_eq!(r.subject, "{}");
+                winners.push(token);
+            }
+            (_, Redeemed::Replayed { client_id }) => {
+                assert_eq!(client_id, "c");
+                replays += 1;
+            }
+            (_, Redeemed::Invalid) => panic!("a used code is a replay, not an unknown code"),
         }
     }
-    assert_eq!(fresh, 1, "exactly one concurrent redemption may win");
-    // Expired codes are invalid.
+    assert_eq!(winners.len(), 1, "exactly one concurrent redemption may win");
+    assert_eq!(replays, 7);
+    // The other uses were replays: the token the winner's redemption recorded is revoked
+    // (RFC 6749 §4.1.2), and no loser's token was ever recorded.
+    assert!(store.live_access_token(&winners[0], now).await.unwrap().is_none());
+    assert!(store.live_access_token("t8", now).await.unwrap().is_none());
+    // Without a replay, the token recorded by the redemption is live until a replay comes.
+    store.insert_code(&AuthCodeRow { code_hash: "h5".into(), ..row.clone() }).await.unwrap();
+    assert!(matches!(store.redeem_code("h5", "solo", now + 3600, now).await.unwrap(), Redeemed::Fresh(_)));
+    let live = store.live_access_token("solo", now).await.unwrap().expect("the redeemed code's token is live");
+    assert_eq!(live.consumer_id, consumer.id);
+    assert_eq!(live.expires_at, now + 3600);
+    assert!(store.live_access_token("solo", now + 3600).await.unwrap().is_none(), "expired");
+    assert!(matches!(store.redeem_code("h5", "t9", now + 3600, now + 1).await.unwrap(), Redeemed::Replayed { .. }));
+    assert!(store.live_access_token("solo", now + 1).await.unwrap().is_none(), "revoked by the replay");
+    // Many different codes at once (on SQLite, redemptions that meet share one statement):
+    // each is redeemed once, returns its own row, and records its own token.
+    for i in 0..100 {
+        let code = AuthCodeRow { code_hash: format!("m{i}"), nonce: Some(format!("n{i}")), ..row.clone() };
+        store.insert_code(&code).await.unwrap();
+    }
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move { (i, s.redeem_code(&format!("m{i}"), &format!("mt{i}"), now + 3600, now).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (i, redeemed) = t.await.unwrap();
+        match redeemed.unwrap() {
+            Redeemed::Fresh(r) => {
+                assert_eq!(r.code_hash, format!("m{i}"));
+                assert_eq!(r.nonce, Some(format!("n{i}")));
+            }
+            other => panic!("code m{i} was not redeemed: {other:?}"),
+        }
+    }
+    for i in 0..100 {
+        let live = store.live_access_token(&format!("mt{i}"), now).await.unwrap();
+        assert!(live.is_some(), "the token recorded for code m{i} is live");
+    }
+    assert!(matches!(store.redeem_code("m7", "again", now + 3600, now).await.unwrap(), Redeemed::Replayed { .. }));
+    assert!(store.live_access_token("mt7", now).await.unwrap().is_none());
+    assert!(store.live_access_token("mt8", now).await.unwrap().is_some(), "a replay revokes its own grant only");
+    // Expired codes are invalid, and so are unknown ones.
     store.insert_code(&AuthCodeRow { code_hash: "h2".into(), expires_at: now + 60, ..row.clone() }).await.unwrap();
-    assert!(matches!(store.redeem_code("h2", now + 61).await.unwrap(), Redeemed::Invalid));
-    assert!(matches!(store.redeem_code("unknown", now).await.unwrap(), Redeemed::Invalid));
+    assert!(matches!(store.redeem_code("h2", "x2", now + 3600, now + 61).await.unwrap(), Redeemed::Invalid));
+    assert!(matches!(store.redeem_code("unknown", "x3", now + 3600, now).await.unwrap(), Redeemed::Invalid));
+    // A disabled consumer's code is not redeemable, even if it was issued before the switch.
+    store.insert_code(&AuthCodeRow { code_hash: "h4".into(), ..row.clone() }).await.unwrap();
+    store.set_consumer_disabled("redeemer", true, now).await.unwrap();
+    assert!(matches!(store.redeem_code("h4", "x4", now + 3600, now).await.unwrap(), Redeemed::Invalid));
+    store.set_consumer_disabled("redeemer", false, now).await.unwrap();
     // Cleanup removes expired rows in batches and leaves live ones.
     store.insert_code(&AuthCodeRow { code_hash: "h3".into(), expires_at: now + 600, ..row }).await.unwrap();
     let deleted = store.delete_expired(now + 500, 0, 1000).await.unwrap();
-    assert_eq!(deleted, 2);
-    assert_eq!(store.count_rows("auth_codes").await.unwrap(), 1);
+    assert_eq!(deleted, 104);
+    assert_eq!(store.count_rows("grants").await.unwrap(), 1);
+    // The database gone: redemption says so (the token endpoint answers 503), it does not hang.
+    store.close().await;
+    let gone = store.redeem_code("h3", "x5", now + 3600, now).await;
+    assert!(matches!(gone, Err(StoreError::Unavailable(_))), "{gone:?}");
+}
+
+/// A database left by a release before grants (schema version 2), with a live access token,
+/// a revoked one and a code in flight: upgrading keeps the live token usable at /userinfo
+/// and the revoked one revoked.
+async fn upgrade_keeps_live_access_tokens(b: Backend) {
+    let db = TestDb::new(b).await;
+    let now = brand_idp::clock::Clock::now(&brand_idp::clock::SystemClock);
+    let v1: [&str; 2] = match b {
+        Backend::Sqlite => [
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0002_login_throttle.sql"),
+        ],
+        Backend::Postgres => [
+            include_str!("../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0002_login_throttle.sql"),
+        ],
+    };
+    let mut script = String::from(
+        "CREATE TABLE brand_idp_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL);",
+    );
+    for sql in v1 {
+        script.push_str(sql);
+    }
+    let t = |x: &str| brand_idp::crypto::token_hash(x);
+    script.push_str(&format!(
+        "INSERT INTO brand_idp_migrations VALUES (1, 'init', {now}), (2, 'login_throttle', {now});
+         INSERT INTO consumers (id, username, username_key, claims, disabled, created_at, updated_at)
+           VALUES ('sub-1', 'old', 'old', '{{\"email\":\"old@example.com\"}}', FALSE, {now}, {now});
+         INSERT INTO access_tokens (token_hash, grant_id, client_id, consumer_id, scope, created_at, expires_at)
+           VALUES ('{}', 'g1', 'rp', 'sub-1', 'openid email', {now}, {});
+         INSERT INTO access_tokens (token_hash, grant_id, client_id, consumer_id, scope, created_at, expires_at, revoked_at)
+           VALUES ('{}', 'g2', 'rp', 'sub-1', 'openid email', {now}, {}, {now});
+         INSERT INTO auth_codes (code_hash, grant_id, client_id, consumer_id, redirect_uri, scope, auth_time, created_at, expires_at)
+           VALUES ('{}', 'g3', 'rp', 'sub-1', 'https://rp.example/cb', 'openid', {now}, {now}, {});",
+        t("live-token"),
+        now + 3600,
+        t("revoked-token"),
+        now + 3600,
+        t("in-flight-code"),
+        now + 600,
+    ));
+    match b {
+        Backend::Sqlite => {
+            use sqlx::Connection;
+            let url = format!("sqlite://{}?mode=rwc", db.settings().sqlite_path().display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(&script).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&db.pg.as_ref().unwrap().url).await.unwrap();
+            sqlx::raw_sql(&script).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+    let app = spawn_on(db, |_| {}).await;
+    let userinfo = |token: &'static str| app.http.get(app.url("/userinfo")).bearer_auth(token).send();
+    let res = userinfo("live-token").await.unwrap();
+    assert_eq!(res.status(), 200);
+    let claims: Value = res.json().await.unwrap();
+    assert_eq!(claims["sub"], "sub-1");
+    assert_eq!(claims["email"], "old@example.com");
+    assert_eq!(userinfo("revoked-token").await.unwrap().status(), 401);
+    assert_eq!(app.app.state.store.count_rows("grants").await.unwrap(), 2, "both tokens, not the code");
 }
 
 async fn key_rotation_keeps_the_previous_key_published(b: Backend) {
@@ -434,7 +572,7 @@ async fn two_instances_bootstrap_one_empty_postgres_database() {
     assert_eq!(active, 1);
     let (migrations,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM brand_idp_migrations").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(migrations, 2, "every migration applied once");
+    assert_eq!(migrations, 3, "every migration applied once");
     conn.close().await.unwrap();
 }
 

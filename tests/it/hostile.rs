@@ -461,7 +461,6 @@ async fn expired_rows_are_cleaned_up_in_bounded_batches_by_one_instance(b: Backe
         st.store
             .insert_code(&brand_idp::store::AuthCodeRow {
                 code_hash: format!("soak-{i}"),
-                grant_id: "g".into(),
                 client_id: "rp".into(),
                 consumer_id: "x".into(),
                 redirect_uri: CB.into(),
@@ -470,13 +469,14 @@ async fn expired_rows_are_cleaned_up_in_bounded_batches_by_one_instance(b: Backe
                 auth_time: now,
                 code_challenge: None,
                 claims: None,
+                subject: "{}".into(),
                 created_at: now,
                 expires_at: now + 60,
             })
             .await
             .unwrap();
     }
-    assert!(st.store.count_rows("auth_codes").await.unwrap() >= 2800);
+    assert!(st.store.count_rows("grants").await.unwrap() >= 2800);
     // Nothing is due yet: nothing goes.
     assert_eq!(brand_idp::cleanup_once(st).await.unwrap(), Some(0));
     // Past every lifetime, the tables empty out: in passes of bounded batches.
@@ -491,7 +491,7 @@ async fn expired_rows_are_cleaned_up_in_bounded_batches_by_one_instance(b: Backe
         assert!(n <= 10 * 4 * brand_idp::CLEANUP_BATCH as u64, "a pass is bounded");
     }
     assert!(passes >= 2);
-    for t in ["auth_codes", "access_tokens", "sessions", "login_throttle"] {
+    for t in ["grants", "sessions", "login_throttle"] {
         assert_eq!(st.store.count_rows(t).await.unwrap(), 0, "{t}");
     }
     // Only one instance cleans up at a time (PostgreSQL advisory lock).

@@ -32,9 +32,21 @@ pub fn free_port() -> u16 {
 
 /// Starts `brand-idp serve` on a free port and waits until it answers.
 pub async fn start(env: &[(String, String)]) -> Server {
+    start_on(env, false).await
+}
+
+/// As [`start`]; with `one_core`, the process may use only CPU 0 (`taskset -c 0`), so it
+/// runs its one-core set-up (tokio's single-threaded scheduler, one hash permit).
+pub async fn start_on(env: &[(String, String)], one_core: bool) -> Server {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut cmd = Command::new(bin());
+    let mut cmd = if one_core {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", bin()]);
+        c
+    } else {
+        Command::new(bin())
+    };
     cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
@@ -93,7 +105,14 @@ async fn cli_configured_server_completes_code_and_implicit_flows_with_an_rp_libr
         &["--json", "consumer", "create", "--username", "carol", "--password-stdin", "--email", "carol@example.com"],
         Some("hunter2 hunter2\n"),
     ));
-    let server = start(&db.env()).await;
+    // On SQLite the server gets one core, as in the benchmark: the single-threaded scheduler
+    // and the batched code redemption serve the same flows.
+    let one_core = b == Backend::Sqlite;
+    let server = start_on(&db.env(), one_core).await;
+    if one_core {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+        assert!(status.lines().any(|l| l == "Cpus_allowed_list:\t0"), "the server is not on one core");
+    }
     let http_rp = rp_http;
     let meta =
         CoreProviderMetadata::discover_async(IssuerUrl::new(server.base.clone()).unwrap(), &http_rp).await.unwrap();
