@@ -13,7 +13,7 @@
 # Environment (optional): BENCH_PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres,
 # a role that may create and drop databases), BENCH_CONNECTIONS (32), BENCH_WRK_THREADS (1),
 # BENCH_PROFILE (a comma-separated list of scenario names, e.g. token,authorize: the server is
-# sampled with `perf record -g` during those scenarios; the reports go next to the results),
+# sampled with `perf record -g` during those scenarios; the reports and perf.data go next to the results),
 # BENCH_SERVER_ENV (space-separated NAME=VALUE settings for the server and the CLI, to compare
 # settings, e.g. "BRAND_IDP_DB_MAX_CONNECTIONS=4").
 set -euo pipefail
@@ -93,7 +93,7 @@ if command -v cargo >/dev/null; then
   log "cargo build --release (a no-op when the build is up to date)"
   cargo build --release --quiet >&2 || die "cargo build --release failed"
 fi
-BIN=$ROOT/target/release/brand-idp
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/brand-idp
 [ -x "$BIN" ] || die "$BIN is missing; run cargo build --release"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -232,7 +232,8 @@ run_wrk() {
       >"$RESULTS_DIR/$STAMP-$BACKEND-$REP-$name.perf-children.txt" || true
     perf report -i "$RUN_DIR/$name.perf" --no-children --sort comm,dso --stdio -g none 2>/dev/null \
       >"$RESULTS_DIR/$STAMP-$BACKEND-$REP-$name.perf-threads.txt" || true
-    log "  $name: profile in bench/results/$STAMP-$BACKEND-$REP-$name.perf.txt"
+    mv "$RUN_DIR/$name.perf" "$RESULTS_DIR/$STAMP-$BACKEND-$REP-$name.perf.data"
+    log "  $name: profile in bench/results/$STAMP-$BACKEND-$REP-$name.perf.txt (perf report -i ....perf.data for more)"
   fi
   grep '^BENCH_RESULT ' "$RUN_DIR/$name.txt" | sed 's/^BENCH_RESULT //' >"$RUN_DIR/$name.json" ||
     die "wrk printed no result in the $name scenario: $(tail -n 5 "$RUN_DIR/$name.txt")"

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{execute, from_json, json_text, on_pool, storable, Result, Store, StoreError};
+use super::{execute, from_json, json_text, on_pool, on_writer, storable, BeginWrite, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,7 +106,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {COLUMNS}"
         );
-        let row: Row = on_pool!(self, |p| {
+        let row: Row = on_writer!(self, |p| {
             sqlx::query_as(&sql)
                 .bind(&c.client_id)
                 .bind(&c.secret_hash)
@@ -176,8 +176,8 @@ impl Store {
 
     /// Deletes the client and every code and token issued to it.
     pub async fn delete_client(&self, client_id: &str) -> Result<()> {
-        let n = on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+        let n = on_writer!(self, |p| {
+            let mut tx = p.begin_write().await?;
             sqlx::query("DELETE FROM grants WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
             let n = sqlx::query("DELETE FROM clients WHERE client_id = $1")
                 .bind(client_id)

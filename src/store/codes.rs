@@ -2,7 +2,7 @@
 //! for. Codes and tokens are stored by hash. One row per grant, so that redeeming a code and
 //! recording its access token is one statement on the token endpoint's hot path.
 
-use super::{execute, on_pool, Result, Store, StoreError};
+use super::{execute, on_pool, on_writer, Result, Store, StoreError};
 
 /// A code as issued at the authorization endpoint.
 #[derive(Debug, Clone)]
@@ -115,7 +115,7 @@ impl Store {
     ) -> Result<Redeemed> {
         let row: Option<CodeRow> = match &self.redeemer {
             Some(r) => r.redeem(code_hash, token_hash, token_expires_at, now).await?,
-            None => on_pool!(self, |p| {
+            None => on_writer!(self, |p| {
                 sqlx::query_as(batch_sql(1))
                     .bind(code_hash)
                     .bind(token_hash)
@@ -143,19 +143,16 @@ impl Store {
         }
         // Not redeemable: was it used before? Then this is a replay, and the token issued
         // from it is revoked (RFC 6749 §4.1.2; RFC 9700 §4.5).
-        let replayed: Option<(String,)> = {
-            let _gate = self.write_gate().await;
-            on_pool!(self, |p| {
-                sqlx::query_as(
-                    "UPDATE grants SET revoked_at = COALESCE(revoked_at, $1) \
-                     WHERE code_hash = $2 AND used_at IS NOT NULL RETURNING client_id",
-                )
-                .bind(now)
-                .bind(code_hash)
-                .fetch_optional(p)
-                .await
-            })?
-        };
+        let replayed: Option<(String,)> = on_writer!(self, |p| {
+            sqlx::query_as(
+                "UPDATE grants SET revoked_at = COALESCE(revoked_at, $1) \
+                 WHERE code_hash = $2 AND used_at IS NOT NULL RETURNING client_id",
+            )
+            .bind(now)
+            .bind(code_hash)
+            .fetch_optional(p)
+            .await
+        })?;
         Ok(match replayed {
             Some((client_id,)) => Redeemed::Replayed { client_id },
             None => Redeemed::Invalid,
@@ -278,7 +275,8 @@ fn batch_sql(n: usize) -> &'static str {
 }
 
 impl Redeemer {
-    pub(crate) fn spawn(pool: sqlx::SqlitePool, gate: std::sync::Arc<tokio::sync::Mutex<()>>) -> Redeemer {
+    /// `pool` is the store's SQLite writer.
+    pub(crate) fn spawn(pool: sqlx::SqlitePool) -> Redeemer {
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             let mut carried: Vec<Job> = Vec::new();
@@ -306,7 +304,6 @@ impl Redeemer {
                     waiting.into_iter().partition(|j| seen.insert(j.code_hash.clone()));
                 carried = later;
                 let result = {
-                    let _gate = gate.lock().await;
                     let mut q = sqlx::query_as::<_, CodeRow>(batch_sql(batch.len()));
                     for j in &batch {
                         q = q.bind(&j.code_hash).bind(&j.token_hash).bind(j.token_expires_at).bind(j.now);

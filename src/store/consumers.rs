@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{execute, from_json, json_text, on_pool, storable, Result, Store, StoreError};
+use super::{execute, from_json, json_text, on_pool, on_writer, storable, BeginWrite, Result, Store, StoreError};
 
 /// Standard OpenID Connect profile claims of a consumer (OIDC Core §5.1). Absent fields are
 /// simply not released.
@@ -117,7 +117,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) RETURNING {COLUMNS}"
         );
         let attrs = c.lp_attributes.as_ref().map(json_text);
-        let row: Row = on_pool!(self, |p| {
+        let row: Row = on_writer!(self, |p| {
             sqlx::query_as(&sql)
                 .bind(&c.id)
                 .bind(c.username.trim())
@@ -201,8 +201,8 @@ impl Store {
                lp_attributes = excluded.lp_attributes, disabled = excluded.disabled, updated_at = excluded.updated_at \
              WHERE $9 = FALSE OR consumers.id = excluded.id \
              RETURNING id";
-        on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+        on_writer!(self, |p| {
+            let mut tx = p.begin_write().await?;
             let mut applied = Vec::with_capacity(records.len());
             for r in records {
                 let id = r.subject.clone().unwrap_or_else(crate::consumers::new_subject);
@@ -283,8 +283,8 @@ impl Store {
     /// Deletes the consumer and every code and token issued for them.
     pub async fn delete_consumer(&self, username: &str) -> Result<()> {
         let key = username_key(username);
-        let n = on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+        let n = on_writer!(self, |p| {
+            let mut tx = p.begin_write().await?;
             let id: Option<(String,)> = sqlx::query_as("SELECT id FROM consumers WHERE username_key = $1")
                 .bind(&key)
                 .fetch_optional(&mut *tx)

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{execute, from_json, json_text, on_pool, Result, Store, StoreError};
+use super::{execute, from_json, json_text, on_pool, on_writer, BeginWrite, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,8 +122,8 @@ impl Store {
     /// stays published until `publish_until`. One transaction; if another rotation wins the
     /// race, this one fails with `Conflict` and changes nothing.
     pub async fn activate_key(&self, kid: &str, now: i64, publish_until: i64) -> Result<()> {
-        on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+        on_writer!(self, |p| {
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "UPDATE signing_keys SET state = 'retired', retired_at = $1, publish_until = $2 \
                  WHERE state = 'active' AND kid <> $3",

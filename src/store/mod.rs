@@ -81,27 +81,69 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
     Postgres(PgPool),
-    Sqlite(SqlitePool),
+    /// SQLite has one writer at a time, so this process writes through one connection of its
+    /// own (`write`, a pool of one): writes queue for it fairly, without SQLite's busy handler,
+    /// which backs off in milliseconds, and its page cache stays warm, as no other connection
+    /// of this process writes (SQLite empties a connection's cache whenever another one has
+    /// written). Reads use `read`.
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
 }
 
-/// Runs the same body against whichever pool the store holds. The body is compiled once per
-/// backend, so a query that does not type-check on both does not compile.
+/// Runs the same body against whichever pool the store holds (on SQLite, the readers). The
+/// body is compiled once per backend, so a query that does not type-check on both does not
+/// compile.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.db {
             $crate::store::Db::Postgres($pool) => $body,
-            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Sqlite { read: $pool, .. } => $body,
         }
     };
 }
 pub(crate) use on_pool;
 
-/// Executes a statement built by `$query` on whichever pool the store holds and returns
+/// Like `on_pool!`, for a body that writes: on SQLite it runs on the writer connection.
+macro_rules! on_writer {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Sqlite { write: $pool, .. } => $body,
+        }
+    };
+}
+pub(crate) use on_writer;
+
+/// Starts a transaction that writes, on the pool `on_writer!` gives. On SQLite it is
+/// `BEGIN IMMEDIATE`: the write lock is taken first (waiting up to the busy timeout), so a
+/// transaction that reads before it writes cannot fail at its first write because another
+/// process (the admin CLI beside a running server, say) wrote in between.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> std::result::Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> std::result::Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> std::result::Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+/// Executes a statement built by `$query` (on SQLite, on the writer connection) and returns
 /// the number of rows it affected.
 macro_rules! execute {
     ($store:expr, $query:expr) => {{
-        let _gate = $store.write_gate().await;
-        $crate::store::on_pool!($store, |pool| $query.execute(pool).await.map(|r| r.rows_affected()))
+        $crate::store::on_writer!($store, |pool| $query.execute(pool).await.map(|r| r.rows_affected()))
     }};
 }
 pub(crate) use execute;
@@ -109,9 +151,6 @@ pub(crate) use execute;
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
-    /// SQLite has one writer at a time. Letting this process's writes queue here (fairly,
-    /// without sleeping) beats SQLite's busy handler, which backs off in milliseconds.
-    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// SQLite: code redemptions waiting at the same moment are applied in one statement.
     redeemer: Option<codes::Redeemer>,
 }
@@ -187,7 +226,7 @@ impl Store {
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await?;
-                Ok(Store { db: Db::Postgres(pool), write_gate: None, redeemer: None })
+                Ok(Store { db: Db::Postgres(pool), redeemer: None })
             }
             Some(url) => {
                 let opts = SqliteConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
@@ -209,30 +248,27 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            // A file does not hang up; the ping would be a thread round trip per query.
+        // A file does not hang up; the ping would be a thread round trip per query.
+        let read = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(sqlite_connections(settings.db_max_connections))
             .acquire_timeout(acquire)
+            .connect_with(opts.clone())
+            .await?;
+        let write = SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .max_connections(1)
+            .acquire_timeout(acquire)
             .connect_with(opts)
             .await?;
-        let write_gate: std::sync::Arc<tokio::sync::Mutex<()>> = Default::default();
-        let redeemer = codes::Redeemer::spawn(pool.clone(), write_gate.clone());
-        Ok(Store { db: Db::Sqlite(pool), write_gate: Some(write_gate), redeemer: Some(redeemer) })
-    }
-
-    /// Holds this process's SQLite writes to one at a time (no-op on PostgreSQL).
-    pub(crate) async fn write_gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.write_gate {
-            Some(g) => Some(g.lock().await),
-            None => None,
-        }
+        let redeemer = codes::Redeemer::spawn(write.clone());
+        Ok(Store { db: Db::Sqlite { read, write }, redeemer: Some(redeemer) })
     }
 
     pub fn backend_name(&self) -> &'static str {
         match self.db {
             Db::Postgres(_) => "postgres",
-            Db::Sqlite(_) => "sqlite",
+            Db::Sqlite { .. } => "sqlite",
         }
     }
 
@@ -268,8 +304,8 @@ impl Store {
                 }
                 tx.commit().await?;
             }
-            Db::Sqlite(pool) => {
-                let mut conn = pool.acquire().await?;
+            Db::Sqlite { write, .. } => {
+                let mut conn = write.acquire().await?;
                 sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
                 let result: Result<()> = async {
                     sqlx::raw_sql(
@@ -339,7 +375,7 @@ impl Store {
             MaintenanceLock::Keys => (0x6269_6470_0002, true),
         };
         match &self.db {
-            Db::Sqlite(_) => {
+            Db::Sqlite { .. } => {
                 let _ = wait;
                 f().await.map(Some)
             }
@@ -384,13 +420,16 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, |p| p.close().await)
+        on_pool!(self, |p| p.close().await);
+        if let Db::Sqlite { write, .. } = &self.db {
+            write.close().await;
+        }
     }
 
     /// SQLite's own consistency check (`PRAGMA integrity_check`); PostgreSQL answers "ok".
     pub async fn integrity_check(&self) -> Result<String> {
         match &self.db {
-            Db::Sqlite(p) => {
+            Db::Sqlite { read: p, .. } => {
                 let (s,): (String,) = sqlx::query_as("PRAGMA integrity_check").fetch_one(p).await?;
                 Ok(s)
             }

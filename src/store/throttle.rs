@@ -1,7 +1,7 @@
 //! Failed-login counters: fixed windows, incremented atomically in the database so every
 //! instance counts the same attempts.
 
-use super::{execute, on_pool, Result, Store};
+use super::{execute, on_pool, on_writer, Result, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {
@@ -34,8 +34,7 @@ impl Store {
     /// atomically, and returns the count after it: a window older than `window` seconds
     /// starts again.
     pub async fn throttle_fail(&self, key: &str, now: i64, window: i64) -> Result<i64> {
-        let _gate = self.write_gate().await;
-        let (n,): (i64,) = on_pool!(self, |p| {
+        let (n,): (i64,) = on_writer!(self, |p| {
             sqlx::query_as(
                 "INSERT INTO login_throttle (key, failures, window_start, last_failure) VALUES ($1, 1, $2, $2) \
                  ON CONFLICT (key) DO UPDATE SET \

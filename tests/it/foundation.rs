@@ -16,6 +16,7 @@ both_backends!(
     health_and_readiness,
     storage_consumers_are_unique_case_insensitively,
     storage_code_is_redeemed_exactly_once_under_concurrency,
+    storage_two_processes_write_one_database_without_refusals,
     upgrade_keeps_live_access_tokens,
     key_rotation_keeps_the_previous_key_published,
     cli_every_command_with_json,
@@ -237,6 +238,46 @@ async fn storage_code_is_redeemed_exactly_once_under_concurrency(b: Backend) {
     store.close().await;
     let gone = store.redeem_code("h3", "x5", now + 3600, now).await;
     assert!(matches!(gone, Err(StoreError::Unavailable(_))), "{gone:?}");
+}
+
+/// The admin CLI and a running server are two processes writing one database. A transaction
+/// that reads before it writes (deleting a consumer looks the account up first) must wait for
+/// the other's write, not fail because the other wrote in between (SQLite refuses a deferred
+/// transaction's first write after another connection's commit, without waiting).
+async fn storage_two_processes_write_one_database_without_refusals(b: Backend) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let db = TestDb::new(b).await;
+    let settings = db.settings();
+    let cli = brand_idp::store::Store::connect(&settings).await.unwrap();
+    cli.migrate().await.unwrap();
+    let server = brand_idp::store::Store::connect(&settings).await.unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut writes = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                server.throttle_fail(&format!("k{}", writes % 16), writes, 60).await.expect("the server's write");
+                writes += 1;
+            }
+            writes
+        })
+    };
+    for i in 0..150 {
+        let name = format!("cli{i}");
+        let c = NewConsumer {
+            id: brand_idp::consumers::new_subject(),
+            username: name.clone(),
+            password_hash: None,
+            profile: Profile::default(),
+            lp_attributes: None,
+        };
+        cli.create_consumer(&c, i).await.unwrap_or_else(|e| panic!("create {name}: {e}"));
+        cli.delete_consumer(&name).await.unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = busy.await.unwrap();
+    assert!(writes > 0, "the other process wrote meanwhile");
 }
 
 /// A database left by a release before grants (schema version 2), with a live access token,
