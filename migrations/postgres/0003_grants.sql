@@ -16,13 +16,14 @@ CREATE TABLE grants (
     created_at       BIGINT NOT NULL,
     expires_at       BIGINT NOT NULL,    -- of the code; the row is kept an access-token lifetime longer
     used_at          BIGINT,
-    token_hash       TEXT UNIQUE,       -- SHA-256 of the access token
+    token_hash       TEXT,              -- SHA-256 of the access token, which names this row (no index needed)
     token_expires_at BIGINT,
     revoked_at       BIGINT
 );
 CREATE INDEX grants_expires_at ON grants (expires_at);
 
--- Access tokens live on as grants without a code. Codes not yet redeemed are not carried
+-- Access tokens live on as grants without a code, keyed by their hash: a token of the old
+-- format (no '.') is looked up as 'migrated:<its hash>'. Codes not yet redeemed are not carried
 -- over: they live minutes, and a relying party that holds one starts a new login.
 INSERT INTO grants (code_hash, client_id, consumer_id, redirect_uri, scope, claims, auth_time, created_at,
                     expires_at, used_at, token_hash, token_expires_at, revoked_at)

@@ -41,6 +41,24 @@ pub fn sign_id_token(st: &AppState, input: &IdTokenInput<'_>) -> Result<String, 
     Ok(signer.sign_jwt(&claims::id_token_claims(input)))
 }
 
+/// An access token names the grant it belongs to: `<grant key>.<secret>`, the key being the
+/// grant's primary key (for a code, the code's hash; a hash reveals nothing of what it is the
+/// hash of) and the secret 256 random bits. `/userinfo` finds the grant by its key and accepts
+/// the token only if its hash is the one the grant recorded, so no index over token hashes is
+/// needed, which made every code redemption write a random index page.
+fn new_access_token(grant_key: &str) -> String {
+    format!("{grant_key}.{}", random_token::<32>())
+}
+
+/// The key of the grant an access token belongs to. Tokens issued before access tokens named
+/// their grant have no `.` (base64url has none); their grants were keyed `migrated:<hash>`.
+fn grant_key(token: &str, token_hash: &str) -> String {
+    match token.split_once('.') {
+        Some((key, _)) => key.to_string(),
+        None => format!("migrated:{token_hash}"),
+    }
+}
+
 /// An access token without a code (the implicit flow's `id_token token`).
 async fn mint_access_token(
     st: &AppState,
@@ -50,11 +68,14 @@ async fn mint_access_token(
     claims: Option<&Value>,
     now: i64,
 ) -> Result<String, OAuthError> {
-    let token = random_token::<32>();
+    // The grant's key is the hash of a value nobody holds, so no code redeems it.
+    let key = token_hash(&random_token::<32>());
+    let token = new_access_token(&key);
     let claims = claims.map(Value::to_string);
     let expires_at = now + st.settings.access_token_ttl_secs;
     st.store
         .insert_access_token(&NewAccessToken {
+            key: &key,
             token_hash: &token_hash(&token),
             client_id,
             consumer_id,
@@ -222,9 +243,10 @@ pub async fn exchange_code(
     }
     let now = st.now();
     // The access token is chosen first, so redeeming the code records it in the same statement.
-    let access_token = random_token::<32>();
+    let code_hash = token_hash(code);
+    let access_token = new_access_token(&code_hash);
     let token_expires_at = now + st.settings.access_token_ttl_secs;
-    let redeemed = st.store.redeem_code(&token_hash(code), &token_hash(&access_token), token_expires_at, now).await;
+    let redeemed = st.store.redeem_code(&code_hash, &token_hash(&access_token), token_expires_at, now).await;
     let row = match redeemed.map_err(from_store)? {
         Redeemed::Fresh(row) => row,
         Redeemed::Replayed { client_id } => {
@@ -373,8 +395,13 @@ pub async fn userinfo(st: &AppState, token: &str) -> Result<Value, OAuthError> {
     if token.len() > 512 {
         return Err(invalid());
     }
-    let row =
-        st.store.live_access_token(&token_hash(token), st.now()).await.map_err(from_store)?.ok_or_else(invalid)?;
+    let hash = token_hash(token);
+    let row = st
+        .store
+        .live_access_token(&grant_key(token, &hash), &hash, st.now())
+        .await
+        .map_err(from_store)?
+        .ok_or_else(invalid)?;
     let consumer = match st.store.consumer_by_id(&row.consumer_id).await {
         Ok(c) if !c.disabled => c,
         Ok(_) | Err(StoreError::NotFound) => return Err(invalid()),

@@ -2,7 +2,7 @@
 //! for. Codes and tokens are stored by hash. One row per grant, so that redeeming a code and
 //! recording its access token is one statement on the token endpoint's hot path.
 
-use super::{execute, on_pool, on_writer, Result, Store, StoreError};
+use super::{execute, on_pool, on_writer, storable, Result, Store, StoreError};
 
 /// A code as issued at the authorization endpoint.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct AuthCodeRow {
 /// An access token issued without a code.
 #[derive(Debug, Clone)]
 pub struct NewAccessToken<'a> {
+    /// The grant's key, which no code hashes to.
+    pub key: &'a str,
     pub token_hash: &'a str,
     pub client_id: &'a str,
     pub consumer_id: &'a str,
@@ -162,8 +164,6 @@ impl Store {
     /// An access token without a code (the implicit flow's `id_token token`): a grant that
     /// was used when it was made.
     pub async fn insert_access_token(&self, t: &NewAccessToken<'_>) -> Result<()> {
-        // The row's key is the hash of a value nobody holds, so no code redeems it.
-        let key = crate::crypto::token_hash(&crate::crypto::random_token::<32>());
         execute!(
             self,
             sqlx::query(
@@ -171,7 +171,7 @@ impl Store {
                  created_at, expires_at, used_at, token_hash, token_expires_at) \
                  VALUES ($1, $2, $3, '', $4, $5, $6, $5, $5, $5, $7, $8)",
             )
-            .bind(&key)
+            .bind(t.key)
             .bind(t.client_id)
             .bind(t.consumer_id)
             .bind(t.scope)
@@ -183,14 +183,18 @@ impl Store {
         Ok(())
     }
 
-    /// A live (unexpired, unrevoked) access token.
-    pub async fn live_access_token(&self, token_hash: &str, now: i64) -> Result<Option<AccessTokenRow>> {
+    /// A live (unexpired, unrevoked) access token: the one whose hash the grant `key` recorded.
+    pub async fn live_access_token(&self, key: &str, token_hash: &str, now: i64) -> Result<Option<AccessTokenRow>> {
         type Row = (String, String, Option<String>, Option<i64>);
+        if !storable(key) {
+            return Ok(None);
+        }
         let row: Option<Row> = on_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT consumer_id, scope, claims, token_expires_at FROM grants \
-                 WHERE token_hash = $1 AND revoked_at IS NULL AND token_expires_at > $2",
+                 WHERE code_hash = $1 AND token_hash = $2 AND revoked_at IS NULL AND token_expires_at > $3",
             )
+            .bind(key)
             .bind(token_hash)
             .bind(now)
             .fetch_optional(p)

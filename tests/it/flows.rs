@@ -755,6 +755,29 @@ async fn userinfo_rfc6750_token_placement_and_errors(b: Backend) {
     let res = c.get(app.url("/userinfo")).bearer_auth("not-a-token").send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert!(res.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+    // The token names its grant (`<grant key>.<secret>`); only the token the grant recorded is
+    // accepted under that key: not another grant's secret, not a changed secret, not a bare key.
+    let code = get_code(&app, &http, &[]).await;
+    let (_, other, _) = exchange(&app, &secret, &code, CB, &[]).await;
+    let other = other["access_token"].as_str().unwrap().to_string();
+    let (key, own_secret) = at.split_once('.').expect("an access token names its grant");
+    let (other_key, other_secret) = other.split_once('.').unwrap();
+    assert_eq!((key.len(), own_secret.len()), (43, 43));
+    assert_ne!(key, other_key);
+    let mut flipped = own_secret.to_string().into_bytes();
+    flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+    for forged in [
+        format!("{key}.{other_secret}"),
+        format!("{other_key}.{own_secret}"),
+        format!("{key}.{}", String::from_utf8(flipped).unwrap()),
+        key.to_string(),
+        format!("{key}."),
+        format!(".{own_secret}"),
+        format!("migrated:{key}"),
+    ] {
+        assert_eq!(userinfo_status(&app, &forged).await, 401, "{forged}");
+    }
+    assert_eq!(userinfo_status(&app, &other).await, 200);
     // Both header and body: invalid_request.
     let res = c.post(app.url("/userinfo")).bearer_auth(&at).form(&[("access_token", &at)]).send().await.unwrap();
     assert_eq!(res.status(), 400);

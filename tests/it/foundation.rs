@@ -180,17 +180,17 @@ async fn storage_code_is_redeemed_exactly_once_under_concurrency(b: Backend) {
     assert_eq!(replays, 7);
     // The other uses were replays: the token the winner's redemption recorded is revoked
     // (RFC 6749 §4.1.2), and no loser's token was ever recorded.
-    assert!(store.live_access_token(&winners[0], now).await.unwrap().is_none());
-    assert!(store.live_access_token("t8", now).await.unwrap().is_none());
+    assert!(store.live_access_token("h1", &winners[0], now).await.unwrap().is_none());
+    assert!(store.live_access_token("h1", "t8", now).await.unwrap().is_none());
     // Without a replay, the token recorded by the redemption is live until a replay comes.
     store.insert_code(&AuthCodeRow { code_hash: "h5".into(), ..row.clone() }).await.unwrap();
     assert!(matches!(store.redeem_code("h5", "solo", now + 3600, now).await.unwrap(), Redeemed::Fresh(_)));
-    let live = store.live_access_token("solo", now).await.unwrap().expect("the redeemed code's token is live");
+    let live = store.live_access_token("h5", "solo", now).await.unwrap().expect("the redeemed code's token is live");
     assert_eq!(live.consumer_id, consumer.id);
     assert_eq!(live.expires_at, now + 3600);
-    assert!(store.live_access_token("solo", now + 3600).await.unwrap().is_none(), "expired");
+    assert!(store.live_access_token("h5", "solo", now + 3600).await.unwrap().is_none(), "expired");
     assert!(matches!(store.redeem_code("h5", "t9", now + 3600, now + 1).await.unwrap(), Redeemed::Replayed { .. }));
-    assert!(store.live_access_token("solo", now + 1).await.unwrap().is_none(), "revoked by the replay");
+    assert!(store.live_access_token("h5", "solo", now + 1).await.unwrap().is_none(), "revoked by the replay");
     // Many different codes at once (on SQLite, redemptions that meet share one statement):
     // each is redeemed once, returns its own row, and records its own token.
     for i in 0..100 {
@@ -214,12 +214,15 @@ async fn storage_code_is_redeemed_exactly_once_under_concurrency(b: Backend) {
         }
     }
     for i in 0..100 {
-        let live = store.live_access_token(&format!("mt{i}"), now).await.unwrap();
+        let live = store.live_access_token(&format!("m{i}"), &format!("mt{i}"), now).await.unwrap();
         assert!(live.is_some(), "the token recorded for code m{i} is live");
     }
     assert!(matches!(store.redeem_code("m7", "again", now + 3600, now).await.unwrap(), Redeemed::Replayed { .. }));
-    assert!(store.live_access_token("mt7", now).await.unwrap().is_none());
-    assert!(store.live_access_token("mt8", now).await.unwrap().is_some(), "a replay revokes its own grant only");
+    assert!(store.live_access_token("m7", "mt7", now).await.unwrap().is_none());
+    assert!(store.live_access_token("m8", "mt8", now).await.unwrap().is_some(), "a replay revokes its own grant only");
+    // A token is found under its own grant only.
+    assert!(store.live_access_token("m9", "mt8", now).await.unwrap().is_none());
+    assert!(store.live_access_token("m8", "mt9", now).await.unwrap().is_none());
     // Expired codes are invalid, and so are unknown ones.
     store.insert_code(&AuthCodeRow { code_hash: "h2".into(), expires_at: now + 60, ..row.clone() }).await.unwrap();
     assert!(matches!(store.redeem_code("h2", "x2", now + 3600, now + 61).await.unwrap(), Redeemed::Invalid));
