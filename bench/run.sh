@@ -506,6 +506,9 @@ jq -r '
   . as $r | $r.backends as $b | ($b | keys_unsorted) as $names
   | def row($lbl; $unit; $k; $d): "| \($lbl) | \($unit) | " + ([$names[] | $b[.] | cell($k; $d)] | join(" | ")) + " |";
     def verdict(ok): if ok then "met" else "**missed**" end;
+    # These targets are set for the embedded default; on PostgreSQL they are shown for
+    # comparison, and only the token-exchange ratio (0.5x) is a target for PostgreSQL.
+    def pverdict($n; ok): if ok then "met" elif $n == "postgres" then "below (a target for the embedded default)" else "**missed**" end;
     def tcell($name; f): if $b[$name] == null then "–" else ($b[$name] | f) end;
   "# brand-idp benchmark, \($r.timestamp)",
   "",
@@ -541,14 +544,14 @@ jq -r '
   "|---|" + ($names | map("---") | join("|")) + "|",
   "| Token exchanges ≥ 0.75× signing rate (embedded default) | " + ([$names[] | if . == "sqlite" then ($b[.] | med("token_vs_signing") as $v | "\($v | fixed(3))× – \(verdict($v >= 0.75))") else "–" end] | join(" | ")) + " |",
   "| Token exchanges ≥ 0.5× signing rate (PostgreSQL) | " + ([$names[] | if . == "postgres" then ($b[.] | med("token_vs_signing") as $v | "\($v | fixed(3))× – \(verdict($v >= 0.5))") else "–" end] | join(" | ")) + " |",
-  "| Token exchange p99 < 20 ms at 32 connections | " + ([$names[] | $b[.] | med("token_p99_ms") as $v | "\($v | fixed(2)) ms – \(verdict($v < 20))"] | join(" | ")) + " |",
+  "| Token exchange p99 < 20 ms at 32 connections | " + ([$names[] as $n | $b[$n] | med("token_p99_ms") as $v | "\($v | fixed(2)) ms – \(pverdict($n; $v < 20))"] | join(" | ")) + " |",
   "| Token exchange errors = 0 | " + ([$names[] | $b[.] | maxv("token_errors") as $v | "\($v) – \(verdict($v == 0))"] | join(" | ")) + " |",
-  "| Discovery ≥ 50,000 requests/s | " + ([$names[] | $b[.] | med("discovery_per_s") as $v | "\($v | fixed(0))/s – \(verdict($v >= 50000))"] | join(" | ")) + " |",
-  "| JWKS ≥ 50,000 requests/s | " + ([$names[] | $b[.] | med("jwks_per_s") as $v | "\($v | fixed(0))/s – \(verdict($v >= 50000))"] | join(" | ")) + " |",
-  "| Authorization with a session ≥ 5,000 codes/s | " + ([$names[] | $b[.] | med("authorize_per_s") as $v | "\($v | fixed(0))/s – \(verdict($v >= 5000))"] | join(" | ")) + " |",
-  "| Logins ≥ 90% of the argon2id hash rate | " + ([$names[] | $b[.] | med("login_vs_hash") as $v | "\($v * 100 | fixed(1))% – \(verdict($v >= 0.9))"] | join(" | ")) + " |",
-  "| Idle RSS ≤ 20 MiB | " + ([$names[] | $b[.] | med("idle_rss_mib") as $v | "\($v | fixed(1)) MiB – \(verdict($v <= 20))"] | join(" | ")) + " |",
-  "| Start-up < 100 ms | " + ([$names[] | $b[.] | med("startup_ms") as $v | "\($v | fixed(1)) ms – \(verdict($v < 100))"] | join(" | ")) + " |",
+  "| Discovery ≥ 50,000 requests/s | " + ([$names[] as $n | $b[$n] | med("discovery_per_s") as $v | "\($v | fixed(0))/s – \(pverdict($n; $v >= 50000))"] | join(" | ")) + " |",
+  "| JWKS ≥ 50,000 requests/s | " + ([$names[] as $n | $b[$n] | med("jwks_per_s") as $v | "\($v | fixed(0))/s – \(pverdict($n; $v >= 50000))"] | join(" | ")) + " |",
+  "| Authorization with a session ≥ 5,000 codes/s | " + ([$names[] as $n | $b[$n] | med("authorize_per_s") as $v | "\($v | fixed(0))/s – \(pverdict($n; $v >= 5000))"] | join(" | ")) + " |",
+  "| Logins ≥ 90% of the argon2id hash rate | " + ([$names[] as $n | $b[$n] | med("login_vs_hash") as $v | "\($v * 100 | fixed(1))% – \(pverdict($n; $v >= 0.9))"] | join(" | ")) + " |",
+  "| Idle RSS ≤ 20 MiB | " + ([$names[] as $n | $b[$n] | med("idle_rss_mib") as $v | "\($v | fixed(1)) MiB – \(pverdict($n; $v <= 20))"] | join(" | ")) + " |",
+  "| Start-up < 100 ms | " + ([$names[] as $n | $b[$n] | med("startup_ms") as $v | "\($v | fixed(1)) ms – \(pverdict($n; $v < 100))"] | join(" | ")) + " |",
   "| Errors in any scenario | " + ([$names[] | $b[.] as $x | ([$x.summary | to_entries[] | select(.key | endswith("_errors")) | .value.max] | add) as $v | "\($v) – \(verdict($v == 0))"] | join(" | ")) + " |",
   (if ($r.errors | length) > 0 then "", "## Errors", "", ($r.errors[] | "- \(.)") else empty end)
 ' "$JSON" >"$MD"
