@@ -115,18 +115,7 @@ impl Store {
         token_expires_at: i64,
         now: i64,
     ) -> Result<Redeemed> {
-        let row: Option<CodeRow> = match &self.redeemer {
-            Some(r) => r.redeem(code_hash, token_hash, token_expires_at, now).await?,
-            None => on_writer!(self, |p| {
-                sqlx::query_as(batch_sql(1))
-                    .bind(code_hash)
-                    .bind(token_hash)
-                    .bind(token_expires_at)
-                    .bind(now)
-                    .fetch_optional(p)
-                    .await
-            })?,
-        };
+        let row: Option<CodeRow> = self.redeemer.redeem(code_hash, token_hash, token_expires_at, now).await?;
         if let Some(r) = row {
             return Ok(Redeemed::Fresh(Box::new(AuthCodeRow {
                 code_hash: r.0,
@@ -231,11 +220,14 @@ const MAX_BATCH: usize = 64;
 /// this statement; on a quiet server nothing is ready and the statement runs at once.
 const YIELDS: usize = 4;
 
-/// SQLite group commit for the token endpoint: redemptions that arrive while one statement
-/// runs are applied together by the next, as one `UPDATE ... RETURNING` in one transaction.
-/// Each code still changes from unused to used exactly once (the statement's `WHERE`), and a
-/// batch holds each code at most once, so single use holds as it does one at a time; what a
-/// batch saves is the per-statement cost: a commit, a write to the log, a thread switch.
+/// Group commit for the token endpoint: redemptions that arrive while one statement runs are
+/// applied together by the next, as one `UPDATE ... RETURNING` in one transaction (on SQLite
+/// through the writer connection). Each code still changes from unused to used exactly once
+/// (the statement's `WHERE`), and a batch holds each code at most once, so single use holds as
+/// it does one at a time; what a batch saves is the per-statement cost: a commit and its write
+/// to the log (on PostgreSQL, a flush to disk), a round trip or a thread switch. Several
+/// instances sharing one PostgreSQL database batch independently; a code redeemed by two of
+/// them at once is decided by the row lock, as a single statement would be.
 #[derive(Debug, Clone)]
 pub(crate) struct Redeemer {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
@@ -250,7 +242,7 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Result<Option<CodeRow>>>,
 }
 
-/// The statement for `n` redemptions (PostgreSQL always uses the one for 1). Job `i` binds `$4i+1` code hash, `$4i+2` token hash,
+/// The statement for `n` redemptions. Job `i` binds `$4i+1` code hash, `$4i+2` token hash,
 /// `$4i+3` token expiry, `$4i+4` now.
 fn batch_sql(n: usize) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
@@ -278,9 +270,14 @@ fn batch_sql(n: usize) -> &'static str {
     &all[n - 1]
 }
 
+/// What `on_writer!` needs: a `db`.
+struct Writer<'a> {
+    db: &'a super::Db,
+}
+
 impl Redeemer {
-    /// `pool` is the store's SQLite writer.
-    pub(crate) fn spawn(pool: sqlx::SqlitePool) -> Redeemer {
+    /// Runs on PostgreSQL's pool, or on SQLite's writer connection.
+    pub(crate) fn spawn(db: super::Db) -> Redeemer {
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             let mut carried: Vec<Job> = Vec::new();
@@ -307,13 +304,14 @@ impl Redeemer {
                 let (batch, later): (Vec<Job>, Vec<Job>) =
                     waiting.into_iter().partition(|j| seen.insert(j.code_hash.clone()));
                 carried = later;
-                let result = {
+                let store = Writer { db: &db };
+                let result = on_writer!(store, |pool| {
                     let mut q = sqlx::query_as::<_, CodeRow>(batch_sql(batch.len()));
                     for j in &batch {
                         q = q.bind(&j.code_hash).bind(&j.token_hash).bind(j.token_expires_at).bind(j.now);
                     }
-                    q.fetch_all(&pool).await.map_err(StoreError::from)
-                };
+                    q.fetch_all(pool).await.map_err(StoreError::from)
+                });
                 match result {
                     Ok(mut rows) => {
                         for j in batch {

@@ -151,8 +151,8 @@ pub(crate) use execute;
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
-    /// SQLite: code redemptions waiting at the same moment are applied in one statement.
-    redeemer: Option<codes::Redeemer>,
+    /// Code redemptions waiting at the same moment are applied in one statement.
+    redeemer: codes::Redeemer,
 }
 
 struct Migration {
@@ -226,7 +226,8 @@ impl Store {
                     .acquire_timeout(acquire)
                     .connect_with(opts)
                     .await?;
-                Ok(Store { db: Db::Postgres(pool), redeemer: None })
+                let redeemer = codes::Redeemer::spawn(Db::Postgres(pool.clone()));
+                Ok(Store { db: Db::Postgres(pool), redeemer })
             }
             Some(url) => {
                 let opts = SqliteConnectOptions::from_str(url.expose()).map_err(StoreError::Other)?;
@@ -261,8 +262,9 @@ impl Store {
             .acquire_timeout(acquire)
             .connect_with(opts)
             .await?;
-        let redeemer = codes::Redeemer::spawn(write.clone());
-        Ok(Store { db: Db::Sqlite { read, write }, redeemer: Some(redeemer) })
+        let db = Db::Sqlite { read, write };
+        let redeemer = codes::Redeemer::spawn(db.clone());
+        Ok(Store { db, redeemer })
     }
 
     pub fn backend_name(&self) -> &'static str {
