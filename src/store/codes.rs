@@ -270,11 +270,6 @@ fn batch_sql(n: usize) -> &'static str {
     &all[n - 1]
 }
 
-/// What `on_writer!` needs: a `db`.
-struct Writer<'a> {
-    db: &'a super::Db,
-}
-
 impl Redeemer {
     /// Runs on PostgreSQL's pool, or on SQLite's writer connection.
     pub(crate) fn spawn(db: super::Db) -> Redeemer {
@@ -304,8 +299,7 @@ impl Redeemer {
                 let (batch, later): (Vec<Job>, Vec<Job>) =
                     waiting.into_iter().partition(|j| seen.insert(j.code_hash.clone()));
                 carried = later;
-                let store = Writer { db: &db };
-                let result = on_writer!(store, |pool| {
+                let result = on_writer!(db: &db, |pool| {
                     let mut q = sqlx::query_as::<_, CodeRow>(batch_sql(batch.len()));
                     for j in &batch {
                         q = q.bind(&j.code_hash).bind(&j.token_hash).bind(j.token_expires_at).bind(j.now);

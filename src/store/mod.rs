@@ -106,12 +106,16 @@ macro_rules! on_pool {
 pub(crate) use on_pool;
 
 /// Like `on_pool!`, for a body that writes: on SQLite it runs on the writer connection.
+/// `on_writer!(db: <&Db>, ...)` takes the databases themselves instead of a store.
 macro_rules! on_writer {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.db {
+    (db: $db:expr, |$pool:ident| $body:expr) => {
+        match $db {
             $crate::store::Db::Postgres($pool) => $body,
             $crate::store::Db::Sqlite { write: $pool, .. } => $body,
         }
+    };
+    ($store:expr, |$pool:ident| $body:expr) => {
+        $crate::store::on_writer!(db: &$store.db, |$pool| $body)
     };
 }
 pub(crate) use on_writer;
