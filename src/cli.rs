@@ -340,7 +340,7 @@ pub fn main() -> std::process::ExitCode {
     // On one core (a container with one CPU, or `taskset`), a single-threaded scheduler does the
     // same work without the multi-threaded one's cross-thread bookkeeping. Blocking work
     // (password hashing, SQLite) still runs on its own threads either way.
-    let one_core = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
+    let one_core = crate::config::usable_cores() == 1;
     let mut builder = if one_core {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -92,7 +92,12 @@ pub struct Settings {
 /// at once than cores only interleave them (measured: two on one core ran 12% below the
 /// single-hash rate, one ran at it).
 fn default_concurrent_hashes() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
+    usable_cores().clamp(1, 8)
+}
+
+/// The cores this process may use (its CPU affinity and quota), at least 1.
+pub fn usable_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for Settings {

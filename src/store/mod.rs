@@ -195,7 +195,7 @@ const MIGRATION_LOCK_KEY: i64 = 0x6269_6470;
 /// whenever another connection writes, and writes go one at a time anyway. More readers than
 /// twice the cores only add thread switches and cold caches.
 fn sqlite_connections(configured: u32) -> u32 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let cores = crate::config::usable_cores() as u32;
     configured.clamp(1, (2 * cores).max(2))
 }
 
